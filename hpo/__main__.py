@@ -1,0 +1,3 @@
+from hpo.run import cli
+
+cli()

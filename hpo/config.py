@@ -1,0 +1,524 @@
+"""Study files: TOML -> validated, frozen :class:`StudyConfig`.
+
+A study file has the sections ``[study]``, ``[data]``, ``[objective]``, ``[model]`` and one
+``[space.<family>]`` table per model family.  In a space a scalar fixes a parameter, a list is
+a categorical choice and a table ``{low, high, log, step}`` is a range.  Every error names the
+file (or the ``--set`` override), the key and the bad value, in one line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import tomllib
+import types
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from hpo.errors import ConfigError
+
+__all__ = [
+    "ACTIVATIONS",
+    "DATASETS",
+    "INITIALIZERS",
+    "MONITORS",
+    "OPTIMIZERS",
+    "PRUNERS",
+    "SAMPLERS",
+    "SPACE_SCHEMAS",
+    "Choice",
+    "DataSettings",
+    "Fixed",
+    "KeySpec",
+    "ModelSettings",
+    "ObjectiveSettings",
+    "Range",
+    "StudyConfig",
+    "StudySettings",
+    "apply_overrides",
+    "load_config",
+    "parse_config",
+    "parse_override",
+]
+
+# Names as Keras' own ``get`` functions know them (a test checks each one resolves).
+ACTIVATIONS = ("relu", "tanh", "sigmoid", "elu", "selu", "gelu", "swish", "softplus", "leaky_relu")
+INITIALIZERS = (
+    "zeros",
+    "random_uniform",
+    "random_normal",
+    "truncated_normal",
+    "glorot_uniform",
+    "glorot_normal",
+    "he_uniform",
+    "he_normal",
+    "lecun_uniform",
+    "lecun_normal",
+    "orthogonal",
+)
+OPTIMIZERS = ("sgd", "rmsprop", "adagrad", "adadelta", "adam", "adamax", "nadam", "adamw")
+DATASETS = ("fashion_mnist", "mnist", "digits")
+SAMPLERS = ("tpe", "random", "grid")
+PRUNERS = ("median", "percentile", "hyperband", "successive_halving", "none")
+# Keras 3 names the metric ``accuracy``; ``acc`` is accepted as an alias.
+MONITORS = {"val_accuracy": "val_accuracy", "accuracy": "accuracy", "val_acc": "val_accuracy", "acc": "accuracy"}
+
+
+@dataclasses.dataclass(frozen=True)
+class KeySpec:
+    """What one search-space key accepts."""
+
+    kind: str  # "int" | "float" | "bool" | "str"
+    default: Any
+    choices: tuple[str, ...] | None = None
+    minimum: float | None = None  # inclusive
+    maximum: float | None = None  # inclusive unless ``maximum_open``
+    maximum_open: bool = False
+    minimum_open: bool = False
+    help: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Fixed:
+    value: Any
+
+
+@dataclasses.dataclass(frozen=True)
+class Choice:
+    values: tuple[Any, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+    low: float
+    high: float
+    log: bool = False
+    step: float | None = None
+    is_int: bool = False
+
+
+ParamSpec = Fixed | Choice | Range
+
+_TRAINING_KEYS = {
+    "learning_rate": KeySpec("float", 1e-3, minimum=0.0, minimum_open=True, help="optimizer learning rate"),
+    "optimizer": KeySpec("str", "adam", choices=OPTIMIZERS, help="Keras optimizer"),
+    "batch_size": KeySpec("int", 32, minimum=1, help="examples per gradient step"),
+}
+
+# One schema per model family; ``hpo.space`` turns each key into ``trial.suggest_*``.
+SPACE_SCHEMAS: dict[str, dict[str, KeySpec]] = {
+    "dense": {
+        "layers": KeySpec("int", 1, minimum=1, help="number of hidden Dense layers"),
+        "units": KeySpec("int", 128, minimum=1, help="units of each hidden layer (units_l0, units_l1, ...)"),
+        "activation": KeySpec("str", "relu", choices=ACTIVATIONS, help="hidden-layer activation"),
+        "initializer": KeySpec("str", "glorot_uniform", choices=INITIALIZERS, help="hidden-layer kernel initializer"),
+        "dropout": KeySpec("float", 0.0, minimum=0.0, maximum=1.0, maximum_open=True, help="dropout after each hidden layer"),
+        "batchnorm": KeySpec("bool", False, help="BatchNormalization between Dense and activation"),
+        **_TRAINING_KEYS,
+    },
+}
+
+_SECTION_KEYS: dict[str, tuple[str, ...]] = {
+    "study": (
+        "name",
+        "sampler",
+        "sampler_options",
+        "pruner",
+        "pruner_options",
+        "seed",
+        "n_trials",
+        "timeout",
+    ),
+    "data": ("dataset", "data_dir", "train_size", "validation_fraction", "split_seed"),
+    "objective": ("monitor", "target", "max_epochs"),
+    "model": ("family",),
+}
+_SECTIONS = (*_SECTION_KEYS, "space")
+
+
+def _frozen(mapping: Mapping[str, Any]) -> Mapping[str, Any]:
+    return types.MappingProxyType(dict(mapping))
+
+
+@dataclasses.dataclass(frozen=True)
+class StudySettings:
+    name: str
+    sampler: str = "tpe"
+    sampler_options: Mapping[str, Any] = dataclasses.field(default_factory=lambda: _frozen({}))
+    pruner: str = "median"
+    pruner_options: Mapping[str, Any] = dataclasses.field(default_factory=lambda: _frozen({}))
+    seed: int | None = None
+    n_trials: int | None = 20
+    timeout: float | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSettings:
+    dataset: str = "fashion_mnist"
+    data_dir: str | None = None
+    train_size: int = 0
+    validation_fraction: float = 0.1
+    split_seed: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class ObjectiveSettings:
+    monitor: str = "val_accuracy"
+    target: float = 0.88
+    max_epochs: int = 15
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSettings:
+    family: tuple[str, ...] = ("dense",)
+
+    @property
+    def searched(self) -> bool:
+        """True when the family itself is a searched parameter."""
+        return len(self.family) > 1
+
+
+@dataclasses.dataclass(frozen=True)
+class StudyConfig:
+    source: str
+    study: StudySettings
+    data: DataSettings
+    objective: ObjectiveSettings
+    model: ModelSettings
+    space: Mapping[str, Mapping[str, ParamSpec]]
+
+    def identity(self) -> dict[str, Any]:
+        """Settings that make costs comparable; stored on the study and checked on resume."""
+        return {
+            "objective.monitor": self.objective.monitor,
+            "objective.target": self.objective.target,
+            "objective.max_epochs": self.objective.max_epochs,
+            "data.dataset": self.data.dataset,
+        }
+
+
+# --------------------------------------------------------------------------------------------
+# Loading and overrides
+
+
+def load_config(path: str | Path, overrides: Sequence[str] = ()) -> StudyConfig:
+    """Read a study file, apply ``--set`` overrides and validate."""
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError("study file not found", source=source) from None
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read study file ({type(e).__name__})", source=source) from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"TOML syntax error: {e}", source=source) from None
+    default_name = Path(path).stem
+    overridden = apply_overrides(raw, overrides, source)
+    return parse_config(raw, source=source, default_name=default_name, overridden=overridden)
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """``section.key=VALUE`` -> (["section", "key"], value); VALUE is TOML, a bare word a string."""
+    if "=" not in item:
+        raise ConfigError(f"--set expects KEY=VALUE, but got {item!r}")
+    key, _, text = item.partition("=")
+    key = key.strip()
+    path = key.split(".")
+    if len(path) < 2 or not all(p.strip() for p in path):
+        raise ConfigError(f"--set key must look like section.key, but got {key!r}")
+    text = text.strip()
+    try:
+        value = tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        if not text or any(c in text for c in "[]{}\"'=,"):
+            raise ConfigError(f"--set {key}: cannot parse value {text!r} as TOML") from None
+        value = text
+    return [p.strip() for p in path], value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: Sequence[str], source: str) -> set[str]:
+    """Write each override into ``raw`` (in place); returns the dotted keys overridden."""
+    done: set[str] = set()
+    for item in overrides:
+        path, value = parse_override(item)
+        table = raw
+        for i, part in enumerate(path[:-1]):
+            nxt = table.setdefault(part, {})
+            if not isinstance(nxt, dict):
+                where = ".".join(path[: i + 1])
+                raise ConfigError(f"--set {'.'.join(path)}: {where} is not a table", source=source)
+            table = nxt
+        table[path[-1]] = value
+        done.add(".".join(path))
+    return done
+
+
+# --------------------------------------------------------------------------------------------
+# Validation
+
+
+class _Checker:
+    """Carries the file name and the overridden keys so every message can name both."""
+
+    def __init__(self, source: str, overridden: set[str]):
+        self.source = source
+        self.overridden = overridden
+
+    def error(self, key: str, message: str) -> ConfigError:
+        src = f"{self.source} (--set)" if any(key == o or key.startswith(o + ".") for o in self.overridden) else self.source
+        return ConfigError(message, source=src, key=key)
+
+    def unknown(self, key: str, valid: Sequence[str]) -> ConfigError:
+        name = key.rsplit(".", 1)[-1]
+        close = difflib.get_close_matches(name, list(valid), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else f"; valid keys: {', '.join(valid)}"
+        return self.error(key, f"unknown key{hint}")
+
+    def table(self, raw: Mapping[str, Any], key: str) -> dict[str, Any]:
+        value = raw.get(key.rsplit(".", 1)[-1], {})
+        if not isinstance(value, dict):
+            raise self.error(key, f"must be a table, but got {value!r}")
+        return value
+
+    def check_keys(self, table: Mapping[str, Any], prefix: str, valid: Sequence[str]) -> None:
+        for k in table:
+            if k not in valid:
+                raise self.unknown(f"{prefix}.{k}", valid)
+
+    # scalar getters ---------------------------------------------------------------------
+    def string(self, table: Mapping[str, Any], key: str, default: Any, choices: Sequence[str] | None = None) -> Any:
+        name = key.rsplit(".", 1)[-1]
+        if name not in table:
+            return default
+        value = table[name]
+        if not isinstance(value, str) or not value:
+            raise self.error(key, f"must be a non-empty string, but got {value!r}")
+        if choices is not None and value not in choices:
+            raise self.error(key, f"unknown value {value!r}; choose one of {', '.join(choices)}")
+        return value
+
+    def integer(self, table: Mapping[str, Any], key: str, default: Any, minimum: int | None = None) -> Any:
+        name = key.rsplit(".", 1)[-1]
+        if name not in table:
+            return default
+        value = table[name]
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.error(key, f"must be an integer, but got {value!r}")
+        if minimum is not None and value < minimum:
+            raise self.error(key, f"must be >= {minimum}, but got {value!r}")
+        return value
+
+    def number(self, table: Mapping[str, Any], key: str, default: Any) -> Any:
+        name = key.rsplit(".", 1)[-1]
+        if name not in table:
+            return default
+        value = table[name]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise self.error(key, f"must be a number, but got {value!r}")
+        return float(value)
+
+
+def _check_value(chk: _Checker, key: str, spec: KeySpec, value: Any) -> Any:
+    """Check one concrete value of a space key; return it normalised."""
+    if spec.kind == "bool":
+        if not isinstance(value, bool):
+            raise chk.error(key, f"must be true or false, but got {value!r}")
+        return value
+    if spec.kind == "str":
+        if not isinstance(value, str):
+            raise chk.error(key, f"must be a string, but got {value!r}")
+        if spec.choices is not None and value not in spec.choices:
+            close = difflib.get_close_matches(value, list(spec.choices), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise chk.error(key, f"unknown value {value!r}{hint}; choose from {', '.join(spec.choices)}")
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise chk.error(key, f"must be a number, but got {value!r}")
+    if spec.kind == "int":
+        if isinstance(value, float):
+            if not value.is_integer():
+                raise chk.error(key, f"must be an integer, but got {value!r}")
+            value = int(value)
+    else:
+        value = float(value)
+        if not math.isfinite(value):
+            raise chk.error(key, f"must be finite, but got {value!r}")
+    _check_bounds(chk, key, spec, value)
+    return value
+
+
+def _check_bounds(chk: _Checker, key: str, spec: KeySpec, value: float) -> None:
+    if spec.minimum is not None:
+        if spec.minimum_open and value <= spec.minimum:
+            raise chk.error(key, f"must be > {spec.minimum:g}, but got {value!r}")
+        if not spec.minimum_open and value < spec.minimum:
+            raise chk.error(key, f"must be >= {spec.minimum:g}, but got {value!r}")
+    if spec.maximum is not None:
+        if spec.maximum_open and value >= spec.maximum:
+            raise chk.error(key, f"must be < {spec.maximum:g}, but got {value!r}")
+        if not spec.maximum_open and value > spec.maximum:
+            raise chk.error(key, f"must be <= {spec.maximum:g}, but got {value!r}")
+
+
+def _parse_spec(chk: _Checker, key: str, spec: KeySpec, raw: Any) -> ParamSpec:
+    """A scalar fixes, a list chooses, a table ``{low, high, log, step}`` ranges."""
+    if isinstance(raw, list):
+        if not raw:
+            raise chk.error(key, "empty choice list: give at least one value")
+        values = tuple(_check_value(chk, key, spec, v) for v in raw)
+        if len(set(values)) != len(values):
+            raise chk.error(key, f"duplicate values in choice list {raw!r}")
+        return Choice(values)
+    if isinstance(raw, dict):
+        if spec.kind not in ("int", "float"):
+            raise chk.error(key, f"a range needs a numeric key, but {key} is {spec.kind}: give a value or a list")
+        for k in raw:
+            if k not in ("low", "high", "log", "step"):
+                raise chk.unknown(f"{key}.{k}", ("low", "high", "log", "step"))
+        for k in ("low", "high"):
+            if k not in raw:
+                raise chk.error(key, f"a range needs both low and high, but got {raw!r}")
+        low = _check_value(chk, f"{key}.low", spec, raw["low"])
+        high = _check_value(chk, f"{key}.high", spec, raw["high"])
+        log = raw.get("log", False)
+        if not isinstance(log, bool):
+            raise chk.error(f"{key}.log", f"must be true or false, but got {log!r}")
+        if low > high:
+            raise chk.error(key, f"low must be <= high, but got low={low!r} > high={high!r}")
+        if log and low <= 0:
+            raise chk.error(key, f"a log range needs low > 0, but got low={low!r}")
+        step = raw.get("step")
+        if step is not None:
+            if isinstance(step, bool) or not isinstance(step, (int, float)) or step <= 0:
+                raise chk.error(f"{key}.step", f"must be a positive number, but got {step!r}")
+            if spec.kind == "int" and not float(step).is_integer():
+                raise chk.error(f"{key}.step", f"must be an integer for an integer key, but got {step!r}")
+            if log:
+                raise chk.error(key, "a range cannot have both log = true and a step")
+        return Range(low=low, high=high, log=log, step=step, is_int=spec.kind == "int")
+    return Fixed(_check_value(chk, key, spec, raw))
+
+
+def spec_values_max(spec: ParamSpec) -> Any:
+    """Largest value a spec can produce (used for conditional per-layer keys and shape checks)."""
+    if isinstance(spec, Fixed):
+        return spec.value
+    if isinstance(spec, Choice):
+        return max(spec.values)
+    return spec.high
+
+
+def parse_config(
+    raw: Mapping[str, Any],
+    *,
+    source: str = "<config>",
+    default_name: str = "hpo",
+    overridden: set[str] | None = None,
+) -> StudyConfig:
+    """Validate a study-file dictionary and freeze it."""
+    chk = _Checker(source, overridden or set())
+    for section in raw:
+        if section not in _SECTIONS:
+            raise chk.unknown(section, _SECTIONS)
+    tables = {}
+    for section in _SECTION_KEYS:
+        tables[section] = chk.table(raw, section)
+        chk.check_keys(tables[section], section, _SECTION_KEYS[section])
+
+    study = _parse_study(chk, tables["study"], default_name)
+    data = _parse_data(chk, tables["data"])
+    objective = _parse_objective(chk, tables["objective"])
+    model = _parse_model(chk, tables["model"])
+    space = _parse_space(chk, chk.table(raw, "space"))
+    cfg = StudyConfig(source=source, study=study, data=data, objective=objective, model=model, space=space)
+    _check_sampler_and_pruner(chk, cfg)
+    return cfg
+
+
+def _parse_study(chk: _Checker, t: Mapping[str, Any], default_name: str) -> StudySettings:
+    name = chk.string(t, "study.name", default_name)
+    sampler = chk.string(t, "study.sampler", "tpe", SAMPLERS)
+    pruner = chk.string(t, "study.pruner", "median", PRUNERS)
+    sampler_options = chk.table(t, "study.sampler_options")
+    pruner_options = chk.table(t, "study.pruner_options")
+    seed = chk.integer(t, "study.seed", None, minimum=0)
+    n_trials = chk.integer(t, "study.n_trials", 20, minimum=0)
+    timeout = chk.number(t, "study.timeout", None)
+    if timeout is not None and timeout < 0:
+        raise chk.error("study.timeout", f"must be >= 0 seconds, but got {timeout!r}")
+    return StudySettings(
+        name=name,
+        sampler=sampler,
+        sampler_options=_frozen(sampler_options),
+        pruner=pruner,
+        pruner_options=_frozen(pruner_options),
+        seed=seed,
+        n_trials=n_trials,
+        timeout=timeout or None,
+    )
+
+
+def _parse_data(chk: _Checker, t: Mapping[str, Any]) -> DataSettings:
+    dataset = chk.string(t, "data.dataset", "fashion_mnist", DATASETS)
+    data_dir = chk.string(t, "data.data_dir", None)
+    train_size = chk.integer(t, "data.train_size", 0, minimum=0)
+    vf = chk.number(t, "data.validation_fraction", 0.1)
+    if not 0 < vf < 1:
+        raise chk.error("data.validation_fraction", f"must be in (0, 1), but got {vf!r}")
+    split_seed = chk.integer(t, "data.split_seed", 0, minimum=0)
+    return DataSettings(dataset=dataset, data_dir=data_dir, train_size=train_size, validation_fraction=vf, split_seed=split_seed)
+
+
+def _parse_objective(chk: _Checker, t: Mapping[str, Any]) -> ObjectiveSettings:
+    monitor = chk.string(t, "objective.monitor", "val_accuracy", tuple(MONITORS))
+    target = chk.number(t, "objective.target", 0.88)
+    if not 0 < target <= 1:
+        raise chk.error("objective.target", f"must be in (0, 1], but got {target!r}")
+    max_epochs = chk.integer(t, "objective.max_epochs", 15, minimum=1)
+    return ObjectiveSettings(monitor=MONITORS[monitor], target=target, max_epochs=max_epochs)
+
+
+def _parse_model(chk: _Checker, t: Mapping[str, Any]) -> ModelSettings:
+    raw = t.get("family", "dense")
+    families = raw if isinstance(raw, list) else [raw]
+    if not families:
+        raise chk.error("model.family", "empty choice list: give at least one family")
+    for f in families:
+        if not isinstance(f, str) or f not in SPACE_SCHEMAS:
+            raise chk.error("model.family", f"unknown family {f!r}; choose from {', '.join(SPACE_SCHEMAS)}")
+    if len(set(families)) != len(families):
+        raise chk.error("model.family", f"duplicate families in {raw!r}")
+    return ModelSettings(family=tuple(families))
+
+
+def _parse_space(chk: _Checker, t: Mapping[str, Any]) -> Mapping[str, Mapping[str, ParamSpec]]:
+    for family in t:
+        if family not in SPACE_SCHEMAS:
+            raise chk.unknown(f"space.{family}", tuple(SPACE_SCHEMAS))
+    out: dict[str, Mapping[str, ParamSpec]] = {}
+    for family, schema in SPACE_SCHEMAS.items():
+        table = chk.table(t, f"space.{family}")
+        chk.check_keys(table, f"space.{family}", tuple(schema))
+        specs = {}
+        for key, spec in schema.items():
+            raw = table.get(key, spec.default)
+            specs[key] = _parse_spec(chk, f"space.{family}.{key}", spec, raw)
+        out[family] = _frozen(specs)
+    return _frozen(out)
+
+
+def _check_sampler_and_pruner(chk: _Checker, cfg: StudyConfig) -> None:
+    """Build the sampler and pruner once so bad options fail here, not mid-study."""
+    from hpo.storage import make_pruner, make_sampler  # optuna only, no TensorFlow
+
+    for key, build in (("study.sampler_options", make_sampler), ("study.pruner_options", make_pruner)):
+        try:
+            build(cfg)
+        except ConfigError as e:
+            raise chk.error(e.key or key, e.message) from None
+        except (TypeError, ValueError) as e:
+            raise chk.error(key, str(e).splitlines()[0] if str(e) else type(e).__name__) from None

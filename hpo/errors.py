@@ -1,0 +1,52 @@
+"""Errors shown to users as one line (the CLI exits 2 on any :class:`HpoError`)."""
+
+from __future__ import annotations
+
+__all__ = [
+    "HpoError",
+    "ConfigError",
+    "DataError",
+    "StorageError",
+    "StudyMismatchError",
+    "MonitorError",
+    "TrialFailed",
+]
+
+
+class HpoError(Exception):
+    """Base class of every error hpo reports to a user as a single line."""
+
+    def __str__(self) -> str:  # one line, whatever the message held
+        return " ".join(super().__str__().split())
+
+
+class ConfigError(HpoError):
+    """A study file, a ``--set`` override or a CLI flag is invalid."""
+
+    def __init__(self, message: str, *, source: str | None = None, key: str | None = None):
+        self.message = message
+        self.source = source
+        self.key = key
+        parts = [p for p in (source, key) if p]
+        prefix = ": ".join(parts)
+        super().__init__(f"{prefix}: {message}" if prefix else message)
+
+
+class DataError(HpoError):
+    """A dataset could not be found or a data file is corrupt."""
+
+
+class StorageError(HpoError):
+    """A storage URL is malformed or the storage cannot be reached."""
+
+
+class StudyMismatchError(HpoError):
+    """An existing study was created with settings that this run contradicts."""
+
+
+class MonitorError(HpoError):
+    """The monitored metric is missing from Keras' logs: every trial would fail the same way."""
+
+
+class TrialFailed(Exception):
+    """One trial failed (not the study): the trial is stored as FAIL and the study goes on."""

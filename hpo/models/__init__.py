@@ -1,0 +1,41 @@
+"""Model builders: :class:`hpo.space.Params` -> compiled ``keras.Model``.
+
+Only this package knows Keras layers.  Each family registers a builder in :data:`BUILDERS`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import keras
+
+from hpo.models.dense import build_dense
+from hpo.space import Params
+
+__all__ = ["BUILDERS", "build", "compile_model", "make_optimizer", "STEPS_PER_EXECUTION"]
+
+BUILDERS: dict[str, Callable[[Params, tuple[int, ...], int], keras.Model]] = {"dense": build_dense}
+
+# Measured on a 2-core CPU (docs/PERFORMANCE.md): 32 steps per execution with XLA trains the
+# tutorial's dense net ~3x faster per epoch than a plain fit, to the same accuracy.
+STEPS_PER_EXECUTION = 32
+
+
+def build(params: Params, input_shape: tuple[int, ...], n_classes: int) -> keras.Model:
+    """Build (not compile) the model of one trial."""
+    return BUILDERS[params.family](params, tuple(input_shape), n_classes)
+
+
+def make_optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimizer:
+    return keras.optimizers.get({"class_name": name, "config": {"learning_rate": learning_rate}})
+
+
+def compile_model(model: keras.Model, params: Params, *, jit_compile: bool = True) -> keras.Model:
+    model.compile(
+        optimizer=make_optimizer(params.optimizer, params.learning_rate),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+        steps_per_execution=STEPS_PER_EXECUTION,
+        jit_compile=jit_compile,
+    )
+    return model

@@ -1,0 +1,160 @@
+"""Search space -> ``trial.suggest_*`` -> :class:`Params` (plain data, no Optuna inside).
+
+Only this module calls ``trial.suggest_*``.  A key fixed by a scalar in the study file is not
+an Optuna parameter (nothing to search); it still reaches the model through :class:`Params`
+and is recorded in the trial's ``fixed_params`` user attribute.
+
+Parameter names are the space keys (``layers``, ``units_l0``, ``learning_rate`` ...).  When the
+model family itself is searched (``model.family = ["dense", ...]``) the trial first suggests
+``family`` and every other name is prefixed with it (``dense_units_l0``), so that two families
+never share a parameter with different meanings or ranges.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import optuna
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
+
+from hpo.config import Choice, Fixed, ParamSpec, StudyConfig, spec_values_max
+from hpo.errors import ConfigError
+
+__all__ = ["Params", "distributions", "grid_search_space", "param_name", "sample", "FAMILY_SAMPLERS"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Params:
+    """Everything a model builder and the training loop need for one trial."""
+
+    family: str
+    arch: Mapping[str, Any]
+    learning_rate: float
+    optimizer: str
+    batch_size: int
+    fixed: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        out = {"family": self.family, **dict(self.arch)}
+        out.update(learning_rate=self.learning_rate, optimizer=self.optimizer, batch_size=self.batch_size)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
+
+
+def param_name(cfg: StudyConfig, family: str, key: str) -> str:
+    return f"{family}_{key}" if cfg.model.searched else key
+
+
+def _distribution(spec: ParamSpec) -> BaseDistribution | None:
+    if isinstance(spec, Fixed):
+        return None
+    if isinstance(spec, Choice):
+        return CategoricalDistribution(list(spec.values))
+    if spec.is_int:
+        return IntDistribution(int(spec.low), int(spec.high), log=spec.log, step=int(spec.step or 1))
+    return FloatDistribution(float(spec.low), float(spec.high), log=spec.log, step=spec.step)
+
+
+class _Suggester:
+    """Suggests the keys of one family, remembering what was fixed."""
+
+    def __init__(self, trial: optuna.Trial, cfg: StudyConfig, family: str):
+        self.trial = trial
+        self.cfg = cfg
+        self.family = family
+        self.specs = cfg.space[family]
+        self.fixed: dict[str, Any] = {}
+
+    def __call__(self, key: str, spec_key: str | None = None) -> Any:
+        spec = self.specs[spec_key or key]
+        name = param_name(self.cfg, self.family, key)
+        dist = _distribution(spec)
+        if dist is None:
+            self.fixed[name] = spec.value
+            return spec.value
+        if isinstance(dist, CategoricalDistribution):
+            return self.trial.suggest_categorical(name, dist.choices)
+        if isinstance(dist, IntDistribution):
+            return self.trial.suggest_int(name, dist.low, dist.high, step=dist.step, log=dist.log)
+        return self.trial.suggest_float(name, dist.low, dist.high, step=dist.step, log=dist.log)
+
+    def params(self, arch: Mapping[str, Any]) -> Params:
+        return Params(
+            family=self.family,
+            arch=dict(arch),
+            learning_rate=float(self("learning_rate")),
+            optimizer=self("optimizer"),
+            batch_size=int(self("batch_size")),
+            fixed=self.fixed,
+        )
+
+
+def _sample_dense(s: _Suggester) -> Params:
+    layers = int(s("layers"))
+    units = tuple(int(s(f"units_l{i}", "units")) for i in range(layers))
+    arch = {
+        "units": units,
+        "activation": s("activation"),
+        "initializer": s("initializer"),
+        "dropout": float(s("dropout")),
+        "batchnorm": bool(s("batchnorm")),
+    }
+    return s.params(arch)
+
+
+def _dense_names(specs: Mapping[str, ParamSpec]) -> dict[str, str]:
+    """Optuna name -> space key, for every name the dense family can suggest."""
+    names = {k: k for k in specs if k != "units"}
+    for i in range(int(spec_values_max(specs["layers"]))):
+        names[f"units_l{i}"] = "units"
+    return names
+
+
+# family -> (sampler, names); the Inception family registers itself the same way.
+FAMILY_SAMPLERS: dict[str, tuple[Callable[[_Suggester], Params], Callable[[Mapping[str, ParamSpec]], dict[str, str]]]] = {
+    "dense": (_sample_dense, _dense_names),
+}
+
+
+def sample(trial: optuna.Trial, cfg: StudyConfig) -> Params:
+    """Draw one trial's parameters from the study's search space."""
+    families = cfg.model.family
+    family = trial.suggest_categorical("family", list(families)) if cfg.model.searched else families[0]
+    sampler, _ = FAMILY_SAMPLERS[family]
+    return sampler(_Suggester(trial, cfg, family))
+
+
+def _all_distributions(cfg: StudyConfig):
+    """Yield (optuna name, dotted space key, distribution) for every searchable parameter."""
+    if cfg.model.searched:
+        yield "family", "model.family", CategoricalDistribution(list(cfg.model.family))
+    for family in cfg.model.family:
+        specs = cfg.space[family]
+        _, names = FAMILY_SAMPLERS[family]
+        for name, key in names(specs).items():
+            dist = _distribution(specs[key])
+            if dist is not None:
+                yield param_name(cfg, family, name), f"space.{family}.{key}", dist
+
+
+def distributions(cfg: StudyConfig) -> dict[str, BaseDistribution]:
+    """Every Optuna parameter the study can suggest, with its distribution."""
+    return {name: dist for name, _, dist in _all_distributions(cfg)}
+
+
+def grid_search_space(cfg: StudyConfig) -> dict[str, list[Any]]:
+    """The grid for ``study.sampler = "grid"``: lists and stepped ranges only."""
+    grid: dict[str, list[Any]] = {}
+    for name, key, dist in _all_distributions(cfg):
+        if isinstance(dist, CategoricalDistribution):
+            grid[name] = list(dist.choices)
+        elif dist.step is not None:
+            n = int(round((dist.high - dist.low) / dist.step)) + 1
+            values = [dist.low + i * dist.step for i in range(n)]
+            grid[name] = [int(v) for v in values] if isinstance(dist, IntDistribution) else values
+        else:
+            raise ConfigError("the grid sampler needs a list or a stepped range here, not a continuous range", key=key)
+    if not grid:
+        raise ConfigError("the grid sampler needs at least one searched key in the space", key="study.sampler")
+    return grid

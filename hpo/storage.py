@@ -1,0 +1,218 @@
+"""Storage URL -> Optuna storage (heartbeat, retry); sampler and pruner; opening a study.
+
+Only this module builds storages.  SQLite is the default and suits one machine with few
+processes; PostgreSQL (``postgresql+psycopg2://``) and MySQL/MariaDB (``mysql+pymysql://``) are
+for many workers sharing one study.  URLs are shown with the password hidden, always.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import re
+import warnings
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.distributions import check_distribution_compatibility
+
+from hpo.config import StudyConfig
+from hpo.errors import ConfigError, StorageError, StudyMismatchError
+
+__all__ = [
+    "DEFAULT_STORAGE",
+    "STUDY_ATTR",
+    "make_pruner",
+    "make_sampler",
+    "make_storage",
+    "mask_url",
+    "open_study",
+    "resolve_url",
+]
+
+DEFAULT_STORAGE = "sqlite:///studies/hpo.db"
+STUDY_ATTR = "hpo"  # study user attr holding the settings costs depend on
+CONNECT_TIMEOUT = 10  # seconds before an unreachable database is reported
+
+
+def resolve_url(url: str | None) -> str:
+    """``--storage`` wins, then ``HPO_STORAGE``, then the default SQLite file."""
+    return url or os.environ.get("HPO_STORAGE") or DEFAULT_STORAGE
+
+
+def mask_url(url: str) -> str:
+    """The URL with its password replaced by ``***`` (also for URLs SQLAlchemy cannot parse)."""
+    return re.sub(r"(://[^/:@]*:)[^@/]*@", r"\1***@", url)
+
+
+def _password(url: str) -> str | None:
+    m = re.search(r"://[^/:@]*:([^@/]*)@", url)
+    return m.group(1) if m and m.group(1) else None
+
+
+def _scrub(text: str, url: str) -> str:
+    pw = _password(url)
+    first = text.strip().splitlines()[0] if text.strip() else text
+    return first.replace(pw, "***") if pw else first
+
+
+def _host(url: str) -> str:
+    m = re.search(r"://(?:[^@/]*@)?([^/?]*)", url)
+    return m.group(1) if m and m.group(1) else "localhost"
+
+
+def make_storage(
+    url: str,
+    *,
+    heartbeat_interval: int = 30,
+    grace_period: int | None = None,
+    max_retry: int = 2,
+) -> optuna.storages.BaseStorage:
+    """Build the storage behind ``url``; errors are one line naming the URL without password."""
+    shown = mask_url(url)
+    scheme = url.split("://", 1)[0] if "://" in url else ""
+    if not scheme:
+        raise StorageError(f"malformed storage URL {shown!r}: expected e.g. sqlite:///studies/hpo.db")
+    engine_kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    if scheme.startswith("sqlite"):
+        path = url.split(":///", 1)[1] if ":///" in url else ""
+        if path and path != ":memory:":
+            try:
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise StorageError(f"cannot create the folder of {shown}: {e.strerror}") from None
+        engine_kwargs["connect_args"] = {"timeout": 60}
+    elif scheme.startswith("postgresql"):
+        engine_kwargs.update(pool_size=2, max_overflow=2, connect_args={"connect_timeout": CONNECT_TIMEOUT})
+    elif scheme.startswith("mysql"):
+        engine_kwargs.update(pool_size=2, max_overflow=2, connect_args={"connect_timeout": CONNECT_TIMEOUT})
+    else:
+        raise StorageError(f"unsupported storage URL {shown!r}: use sqlite:///, postgresql+psycopg2:// or mysql+pymysql://")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(
+                url,
+                engine_kwargs=engine_kwargs,
+                heartbeat_interval=heartbeat_interval,
+                grace_period=grace_period,
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry),
+            )
+    except ImportError as e:
+        extra = "postgres" if scheme.startswith("postgresql") else "mysql"
+        raise StorageError(f"no database driver for {shown} ({e.name or e}): pip install 'hpo[{extra}]'") from None
+    except Exception as e:  # SQLAlchemy's errors carry the driver's message in .orig
+        orig = getattr(e, "orig", None) or e
+        raise StorageError(f"cannot open storage {shown} (host {_host(url)}): {_scrub(str(orig), url)}") from None
+
+
+# --------------------------------------------------------------------------------------------
+# Samplers and pruners
+
+
+def _construct(cls: type, key: str, options: dict[str, Any], **given: Any) -> Any:
+    import difflib
+
+    valid = [p for p in inspect.signature(cls).parameters if p not in given]
+    for name in options:
+        if name not in valid:
+            close = difflib.get_close_matches(name, valid, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; valid: {', '.join(valid)}"
+            raise ConfigError(f"{cls.__name__} has no option {name!r}{hint}", key=f"{key}.{name}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return cls(**given, **options)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{cls.__name__}: {str(e).splitlines()[0]}", key=key) from None
+
+
+def make_sampler(cfg: StudyConfig) -> optuna.samplers.BaseSampler:
+    from hpo.space import grid_search_space
+
+    opts = dict(cfg.study.sampler_options)
+    seed = cfg.study.seed
+    key = "study.sampler_options"
+    if cfg.study.sampler == "tpe":
+        return _construct(optuna.samplers.TPESampler, key, opts, seed=seed)
+    if cfg.study.sampler == "random":
+        return _construct(optuna.samplers.RandomSampler, key, opts, seed=seed)
+    return _construct(optuna.samplers.GridSampler, key, opts, search_space=grid_search_space(cfg), seed=seed)
+
+
+def make_pruner(cfg: StudyConfig) -> optuna.pruners.BasePruner:
+    opts = dict(cfg.study.pruner_options)
+    key = "study.pruner_options"
+    name = cfg.study.pruner
+    if name == "median":
+        return _construct(optuna.pruners.MedianPruner, key, {"n_startup_trials": 5, "n_warmup_steps": 1, **opts})
+    if name == "percentile":
+        return _construct(
+            optuna.pruners.PercentilePruner, key, {"percentile": 25.0, "n_startup_trials": 5, "n_warmup_steps": 1, **opts}
+        )
+    if name == "hyperband":
+        return _construct(
+            optuna.pruners.HyperbandPruner, key, {"min_resource": 1, "max_resource": cfg.objective.max_epochs, **opts}
+        )
+    if name == "successive_halving":
+        return _construct(optuna.pruners.SuccessiveHalvingPruner, key, {"min_resource": 1, **opts})
+    return _construct(optuna.pruners.NopPruner, key, opts)
+
+
+# --------------------------------------------------------------------------------------------
+# Studies
+
+
+def open_study(cfg: StudyConfig, storage: optuna.storages.BaseStorage, study_name: str | None = None) -> optuna.Study:
+    """Create the study or join it by name; refuse to resume one whose costs mean something else.
+
+    Nothing is written when the study exists and does not match.
+    """
+    from hpo.space import distributions
+
+    name = study_name or cfg.study.name
+    sampler, pruner = make_sampler(cfg), make_pruner(cfg)
+    identity = cfg.identity()
+    try:
+        study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
+    except KeyError:
+        study = None
+    if study is not None:
+        if study.directions != [optuna.study.StudyDirection.MINIMIZE]:
+            raise StudyMismatchError(f"study {name!r} exists and is not a minimize study: choose another --study-name")
+        stored = study.user_attrs.get(STUDY_ATTR, {}).get("identity", {})
+        for key, value in identity.items():
+            if key in stored and stored[key] != value:
+                raise StudyMismatchError(
+                    f"{cfg.source}: {key}: study {name!r} was run with {stored[key]!r}, not {value!r}; "
+                    "costs under different settings cannot be compared: use another --study-name"
+                )
+        _check_space(cfg, study, distributions(cfg))
+        return study
+    study = optuna.create_study(
+        storage=storage, study_name=name, direction="minimize", sampler=sampler, pruner=pruner, load_if_exists=True
+    )
+    if STUDY_ATTR not in study.user_attrs:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(["epochs_to_target"])
+        study.set_user_attr(STUDY_ATTR, {"identity": identity, "source": cfg.source})
+    return study
+
+
+def _check_space(cfg: StudyConfig, study: optuna.Study, new: dict[str, Any]) -> None:
+    """A categorical parameter must keep its choices across runs of one study (Optuna's rule)."""
+    seen: set[str] = set()
+    for trial in study.get_trials(deepcopy=False):
+        for name, old in trial.distributions.items():
+            if name in seen or name not in new:
+                continue
+            seen.add(name)
+            try:
+                check_distribution_compatibility(old, new[name])
+            except ValueError:
+                raise StudyMismatchError(
+                    f"{cfg.source}: parameter {name!r} of study {study.study_name!r} was searched as {old}, "
+                    f"now {new[name]}; Optuna cannot mix them: use another --study-name"
+                ) from None
