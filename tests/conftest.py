@@ -1,0 +1,92 @@
+"""Shared test helpers: the CLI as a real subprocess, temporary SQLite files, real servers.
+
+Tests that need PostgreSQL or MariaDB skip with a reason when the server is absent, unless
+``HPO_REQUIRE_SERVICES=1`` (set by ``.ci/run``) turns the skip into a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+STUDIES = REPO / "studies"
+PG_ADMIN_URL = os.environ.get("HPO_TEST_POSTGRES", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
+MYSQL_ADMIN_URL = os.environ.get("HPO_TEST_MYSQL", "mysql+pymysql://root@127.0.0.1:3306/test")
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env.pop("HPO_STORAGE", None)
+    env.update(extra)
+    return env
+
+
+def run_cli(*args: str, cwd: Path | str = REPO, env: dict[str, str] | None = None, timeout: float = 900) -> subprocess.CompletedProcess:
+    """``python -m hpo.run ARGS`` in a fresh process; returns the finished process (text output)."""
+    return subprocess.run(
+        [sys.executable, "-m", "hpo.run", *args],
+        cwd=cwd,
+        env=env if env is not None else cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'hpo.db'}"
+
+
+def _service_missing(what: str, error: Exception) -> None:
+    message = f"{what} is not reachable ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})"
+    if os.environ.get("HPO_REQUIRE_SERVICES") == "1":
+        pytest.fail(message + " and HPO_REQUIRE_SERVICES=1")
+    pytest.skip(message)
+
+
+@pytest.fixture
+def postgres_url() -> str:
+    """A fresh PostgreSQL database for this test, dropped afterwards."""
+    import sqlalchemy
+
+    name = f"hpo_test_{uuid.uuid4().hex[:10]}"
+    admin = sqlalchemy.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5})
+    try:
+        with admin.connect() as c:
+            c.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
+    except Exception as e:  # noqa: BLE001
+        admin.dispose()
+        _service_missing("PostgreSQL at " + PG_ADMIN_URL.split("@")[-1], e)
+    url = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    yield url
+    with admin.connect() as c:
+        c.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture
+def mysql_url() -> str:
+    """A fresh MariaDB/MySQL database for this test, dropped afterwards."""
+    import sqlalchemy
+
+    name = f"hpo_test_{uuid.uuid4().hex[:10]}"
+    admin = sqlalchemy.create_engine(MYSQL_ADMIN_URL, connect_args={"connect_timeout": 5})
+    try:
+        with admin.connect() as c:
+            c.execute(sqlalchemy.text(f"CREATE DATABASE `{name}`"))
+    except Exception as e:  # noqa: BLE001
+        admin.dispose()
+        _service_missing("MariaDB at " + MYSQL_ADMIN_URL.split("@")[-1], e)
+    url = MYSQL_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    yield url
+    with admin.connect() as c:
+        c.execute(sqlalchemy.text(f"DROP DATABASE IF EXISTS `{name}`"))
+    admin.dispose()
