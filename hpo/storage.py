@@ -118,7 +118,7 @@ def _construct(cls: type, key: str, options: dict[str, Any], **given: Any) -> An
     for name in options:
         if name not in valid:
             close = difflib.get_close_matches(name, valid, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else f"; valid: {', '.join(valid)}"
+            hint = f"; did you mean {close[0]!r}?" if close else (f"; valid: {', '.join(valid)}" if valid else "; it takes none")
             raise ConfigError(f"{cls.__name__} has no option {name!r}{hint}", key=f"{key}.{name}")
     try:
         with warnings.catch_warnings():
