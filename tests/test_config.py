@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -53,8 +54,8 @@ def test_good_file_parses_into_specs(tmp_path: Path) -> None:
     assert dense["activation"] == Fixed("relu")
     assert cfg.objective.monitor == "val_accuracy"
     assert cfg.model.family == ("dense",)
-    with pytest.raises(Exception):
-        cfg.objective.target = 0.5  # frozen
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.objective.target = 0.5  # type: ignore[misc]
 
 
 @pytest.mark.parametrize(
