@@ -7,6 +7,7 @@ stopped on an unexpected error, 130 interrupted (Ctrl-C), 143 terminated (SIGTER
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import sys
@@ -260,7 +261,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
-    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    # Explicit handlers: a process started in the background by a shell inherits SIGINT as
+    # ignored, and a cluster's SIGTERM must end the trial as cleanly as Ctrl-C does.
+    previous = {
+        signal.SIGTERM: signal.signal(signal.SIGTERM, _on_sigterm),
+        signal.SIGINT: signal.signal(signal.SIGINT, signal.default_int_handler),
+    }
     try:
         return COMMANDS[args.command](args)
     except HpoError as e:
@@ -271,11 +277,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt as e:
         return EXIT_TERMINATED if isinstance(e, Terminated) else EXIT_INTERRUPTED
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def cli() -> None:
-    sys.exit(main())
+    code = main()
+    # Everything is stored by now.  Skip the interpreter's teardown, which with TensorFlow
+    # loaded takes seconds (its thread pools and graphs), so that signals end workers promptly.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":

@@ -97,4 +97,3 @@ def test_not_gzip(tmp_path: Path) -> None:
     path.write_bytes(b"plain text")
     with pytest.raises(DataError, match="not a readable gzip file"):
         read_idx(path, 2051)
-
