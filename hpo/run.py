@@ -221,6 +221,11 @@ def cmd_study(args: argparse.Namespace) -> int:
     url = resolve_url(args.storage)
     if args.tensorboard_batches and not args.tensorboard:
         raise HpoError("--tensorboard-batches needs --tensorboard DIR")
+    if args.tensorboard:
+        import importlib.util
+
+        if importlib.util.find_spec("tensorboard") is None:
+            raise HpoError("--tensorboard needs the tensorboard package: pip install 'hpo[tensorboard]'")
     artifact_store = None
     if not args.no_artifacts:
         from hpo.artifacts import make_artifact_store
@@ -358,14 +363,14 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     from hpo.storage import make_storage, mask_url, resolve_url
 
     url = resolve_url(args.storage)
-    storage = make_storage(url)
-    store = make_artifact_store(args.artifact_dir)
     try:  # a taken port or an unknown host is bad input: say so in one line before serving
         with socket.create_server((args.host, args.port)):
             pass
     except OSError as e:
         reason = os.strerror(e.errno) if e.errno else str(e)
         raise HpoError(f"cannot listen on {args.host}:{args.port}: {reason}") from None
+    storage = make_storage(url)
+    store = make_artifact_store(args.artifact_dir)
     from optuna_dashboard import run_server
 
     print(f"optuna-dashboard on http://{args.host}:{args.port}/ for {mask_url(url)} (Ctrl-C stops)", flush=True)
