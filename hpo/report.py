@@ -338,13 +338,18 @@ def draw_learning_curve(
 
 
 def plot_learning_curve(
-    history: Mapping[str, Sequence[float]], monitor: str, target: float, title: str | None, path: str | Path
+    history: Mapping[str, Sequence[float]],
+    monitor: str,
+    target: float,
+    title: str | None,
+    path: str | Path,
+    dpi: int = 100,
 ) -> Path:
     """One trial's learning curve as a PNG."""
     fig, ax = plt.subplots(figsize=(7, 4.6))
     draw_learning_curve(ax, history, monitor, target, title)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return Path(path)
 
