@@ -104,6 +104,7 @@ class ArtifactWriter:
         if not self.save_model or model is None or outcome.get("stop_reason") in ("pruned", "nan", "error", None):
             return
         from hpo.callbacks import cost
+
         obj = self.cfg.objective
         best = outcome.get(f"best_{obj.monitor}")
         value = cost(obj.max_epochs, obj.target, -math.inf if best is None else best, outcome.get("epochs_to_target"))
