@@ -20,12 +20,12 @@ def _spec(spec: Any) -> str:
     return str(spec)
 
 
-def study_note(cfg: StudyConfig) -> str:
-    """Dataset, objective and search space of a study, as markdown."""
+def study_note(cfg: StudyConfig, name: str | None = None) -> str:
+    """Dataset, objective and search space of study ``name`` (default: the file's), as markdown."""
     d, o = cfg.data, cfg.objective
     size = f"{d.train_size} training images" if d.train_size else "all training images"
     lines = [
-        f"## {cfg.study.name}: epochs to `{o.monitor}` >= {o.target:g}",
+        f"## {name or cfg.study.name}: epochs to `{o.monitor}` >= {o.target:g}",
         "",
         f"* dataset: **{d.dataset}** ({size}, validation fraction {d.validation_fraction:g}, split seed {d.split_seed})",
         f"* monitor: `{o.monitor}`, target: **{o.target:g}**, max_epochs: **{o.max_epochs}**",
@@ -51,4 +51,4 @@ def save_study_note(study: Any, cfg: StudyConfig) -> None:
     """Store :func:`study_note` where optuna-dashboard shows it (the study's note)."""
     from optuna_dashboard import save_note
 
-    save_note(study, study_note(cfg))
+    save_note(study, study_note(cfg, study.study_name))

@@ -129,6 +129,10 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
     if rows:
         params = sorted(c for c in df.columns if c.startswith("params_"))
         df = df[[*BASE_COLUMNS, *params]]
+        for c in params:  # an integer parameter absent from some trials stays integer
+            present = [r[c] for r in rows if r.get(c) is not None]
+            if present and all(isinstance(v, int) and not isinstance(v, bool) for v in present):
+                df[c] = df[c].astype("Int64")
     df["epochs_to_target"] = df["epochs_to_target"].astype("Int64")
     df["n_params"] = df["n_params"].astype("Int64")
     df["epochs"] = df["epochs"].astype("Int64")
@@ -230,7 +234,7 @@ def test_accuracy(
     from optuna.artifacts import download_artifact, get_all_artifact_meta
 
     if artifact_store is None:
-        return None, "no artifact store given"
+        return None, "no artifact folder (see --artifact-dir)"
     try:
         metas = get_all_artifact_meta(trial, storage=study._storage)
     except Exception as e:  # noqa: BLE001 - any storage trouble only costs this one number

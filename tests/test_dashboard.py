@@ -103,8 +103,9 @@ def test_dashboard_in_a_real_browser(dashboard):
             page.goto(base + "/dashboard")
             page.get_by_text("browse").first.wait_for(timeout=30_000)  # the study list: "1. browse"
 
-            page.goto(base + "/dashboard/studies/1")  # the study page shows the hpo note
-            page.get_by_text("max_epochs").first.wait_for(timeout=30_000)
+            page.goto(base + "/dashboard/studies/1/note")  # the note hpo wrote when it created the study
+            page.get_by_text("browse: epochs to").wait_for(timeout=30_000)
+            page.get_by_text("Search space").wait_for(timeout=30_000)
 
             page.goto(base + "/dashboard/studies/1/trials")
             page.get_by_text("2 Trials").wait_for(timeout=30_000)

@@ -228,7 +228,14 @@ def test_study_note_names_dataset_objective_and_space(made):
 
     study = _study(made)
     note = get_note(study)
-    for text in ("fashion_mnist", "`val_accuracy`", f"target: **{TARGET:g}**", f"max_epochs: **{MAX_EPOCHS}**", "| units |"):
+    for text in (
+        "## rep: epochs to",
+        "fashion_mnist",
+        "`val_accuracy`",
+        f"target: **{TARGET:g}**",
+        f"max_epochs: **{MAX_EPOCHS}**",
+        "| units |",
+    ):
         assert text in note, text
     assert study.metric_names == ["epochs_to_target"]
 
