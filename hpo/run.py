@@ -331,12 +331,23 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _existing_sqlite(url: str) -> str:
+    """Reading commands must not create an empty SQLite file where a typo pointed."""
+    from pathlib import Path
+
+    if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+        path = Path(url[len("sqlite:///") :])
+        if not path.is_file():
+            raise HpoError(f"no SQLite file {str(path)!r} (storage {url}): run a study first or check --storage")
+    return url
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from hpo.storage import make_storage, resolve_url
 
-    storage = make_storage(resolve_url(args.storage))
+    storage = make_storage(_existing_sqlite(resolve_url(args.storage)))
     from hpo.report import load_study, study_info, write_report
 
     study = load_study(args.study_name, storage)
@@ -362,7 +373,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     from hpo.artifacts import make_artifact_store
     from hpo.storage import make_storage, mask_url, resolve_url
 
-    url = resolve_url(args.storage)
+    url = _existing_sqlite(resolve_url(args.storage))
     try:  # a taken port or an unknown host is bad input: say so in one line before serving
         with socket.create_server((args.host, args.port)):
             pass

@@ -221,6 +221,9 @@ def test_report_bad_input_is_one_line(made, tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == ["hpo: error: no study named 'nope' in this storage; studies: rep"]
     assert not (tmp_path / "x").exists()
+    proc = run_cli("report", "rep", "--storage", f"sqlite:///{tmp_path / 'typo.db'}", "--out", str(tmp_path / "x"))
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+    assert proc.stderr.startswith("hpo: error: no SQLite file") and not (tmp_path / "typo.db").exists()
 
 
 def test_study_note_names_dataset_objective_and_space(made):
