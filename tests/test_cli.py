@@ -15,7 +15,7 @@ from optuna.trial import TrialState
 from tests.conftest import REPO, cli_env, run_cli
 
 DENSE = "studies/fashion_dense.toml"
-SMALL = ["--set", "data.train_size=1000", "--set", "objective.max_epochs=2", "--set", "objective.target=0.7", "--no-progress"]
+SMALL = ["--set", "data.train_size=1000", "--set", "objective.max_epochs=2", "--set", "objective.target=0.7", "--no-progress", "--no-artifacts"]
 ATTRS = {
     "family",
     "epochs_to_target",
@@ -137,6 +137,7 @@ def test_ctrl_c_fails_the_running_trial_and_the_study_resumes(tmp_path: Path) ->
         "--storage",
         url,
         "--no-progress",
+        "--no-artifacts",
         "--set",
         "objective.max_epochs=8",
         "--set",
