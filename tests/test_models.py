@@ -68,3 +68,10 @@ def test_compile_uses_the_sampled_optimizer() -> None:
     model = compile_model(build(dense(optimizer="rmsprop", lr=0.02), (28, 28, 1), 10), dense(optimizer="rmsprop", lr=0.02))
     assert type(model.optimizer).__name__ == "RMSprop"
     assert float(model.optimizer.learning_rate) == pytest.approx(0.02)
+
+
+def test_xla_only_without_dropout() -> None:
+    """XLA's CPU random numbers make Dropout several times slower: such models run without it."""
+    with_dropout = dense(dropout=0.3)
+    assert compile_model(build(with_dropout, (28, 28, 1), 10), with_dropout).jit_compile is False
+    assert compile_model(build(dense(), (28, 28, 1), 10), dense()).jit_compile is True

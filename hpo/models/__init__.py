@@ -17,8 +17,16 @@ __all__ = ["BUILDERS", "build", "compile_model", "make_optimizer", "STEPS_PER_EX
 BUILDERS: dict[str, Callable[[Params, tuple[int, ...], int], keras.Model]] = {"dense": build_dense}
 
 # Measured on a 2-core CPU (docs/PERFORMANCE.md): 32 steps per execution with XLA trains the
-# tutorial's dense net ~3x faster per epoch than a plain fit, to the same accuracy.
+# tutorial's dense net ~3x faster per epoch than a plain fit, to the same accuracy.  XLA's
+# random numbers on the CPU make Dropout ~7x slower per epoch, so a model with dropout runs
+# without XLA (still 32 steps per execution).
 STEPS_PER_EXECUTION = 32
+
+
+def _has_dropout(layer: keras.layers.Layer) -> bool:
+    if isinstance(layer, keras.layers.Dropout):
+        return True
+    return any(_has_dropout(sub) for sub in getattr(layer, "layers", ()) or ())
 
 
 def build(params: Params, input_shape: tuple[int, ...], n_classes: int) -> keras.Model:
@@ -30,7 +38,10 @@ def make_optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimize
     return keras.optimizers.get({"class_name": name, "config": {"learning_rate": learning_rate}})
 
 
-def compile_model(model: keras.Model, params: Params, *, jit_compile: bool = True) -> keras.Model:
+def compile_model(model: keras.Model, params: Params, *, jit_compile: bool | None = None) -> keras.Model:
+    """Compile for training; ``jit_compile=None`` chooses XLA unless the model has dropout."""
+    if jit_compile is None:
+        jit_compile = not _has_dropout(model)
     model.compile(
         optimizer=make_optimizer(params.optimizer, params.learning_rate),
         loss="sparse_categorical_crossentropy",
