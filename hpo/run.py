@@ -230,8 +230,8 @@ def cmd_study(args: argparse.Namespace) -> int:
                 gc_after_trial=False,  # the objective clears Keras' session and collects itself
                 show_progress_bar=not args.no_progress and (n_trials is not None or timeout is not None),
             )
-        else:
-            _optimize_capped(study, objective, cfg.study.max_trials, n_trials, timeout)
+        elif _optimize_capped(study, objective, cfg.study.max_trials, n_trials, timeout):
+            print(f"study.max_trials = {cfg.study.max_trials} reached: this worker stops", flush=True)
     except KeyboardInterrupt as e:
         code = EXIT_TERMINATED if isinstance(e, Terminated) else EXIT_INTERRUPTED
         what = "terminated" if code == EXIT_TERMINATED else "interrupted"
@@ -284,8 +284,9 @@ def _cap_count(study: Any, before_number: int | None = None) -> tuple[int, int]:
     return len(trials), sum(t.state == TrialState.WAITING for t in trials)
 
 
-def _optimize_capped(study: Any, objective: Any, max_trials: int, n_trials: int | None, timeout: float | None) -> None:
-    """Run trials one by one until this worker's share is done or the study holds ``max_trials``.
+def _optimize_capped(study: Any, objective: Any, max_trials: int, n_trials: int | None, timeout: float | None) -> bool:
+    """Run trials one by one until this worker's share is done or the study holds ``max_trials``
+    (then return True).
 
     Before each trial: trials of dead workers are failed (and re-queued) and the cap is checked.
     Two workers can pass that check at the same instant; the trial numbers then decide: a new
@@ -299,7 +300,8 @@ def _optimize_capped(study: Any, objective: Any, max_trials: int, n_trials: int 
     from hpo.errors import TrialFailed
 
     def capped(trial: optuna.Trial) -> float:
-        retry = optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(trial) is not None
+        this = study.get_trials(deepcopy=False)[trial.number]
+        retry = "failed_trial" in this.system_attrs  # set by RetryHeartbeatStaleTrialCallback
         if not retry and _cap_count(study, before_number=trial.number)[0] >= max_trials:
             study.stop()
             trial.set_user_attr("stop_reason", "max_trials")
@@ -316,11 +318,12 @@ def _optimize_capped(study: Any, objective: Any, max_trials: int, n_trials: int 
             optuna.storages.fail_stale_trials(study)
         counted, waiting = _cap_count(study)
         if counted >= max_trials and not waiting:
-            break
+            return True
         study.optimize(capped, n_trials=1, catch=(TrialFailed,), gc_after_trial=False)
         done += 1
         if study._stop_flag:  # set by capped()
-            break
+            return True
+    return False
 
 
 # --------------------------------------------------------------------------------------------
