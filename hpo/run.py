@@ -201,7 +201,6 @@ def cmd_study(args: argparse.Namespace) -> int:
     split = prepare(cfg.data)  # data errors surface before anything is stored
     storage = _make_storage(url, cfg)
     study = open_study(cfg, storage, args.study_name)
-    before = len(study.get_trials(deepcopy=False))
 
     _import_tensorflow_quietly()
     if args.threads is not None:
@@ -212,7 +211,7 @@ def cmd_study(args: argparse.Namespace) -> int:
     from hpo.errors import TrialFailed
     from hpo.objective import Objective
 
-    objective = Objective(cfg, split)
+    objective = _tag_worker(Objective(cfg, split))
     print(
         f"study {study.study_name!r} in {mask_url(url)}: {cfg.data.dataset} ({len(split.x_train)} train / "
         f"{len(split.x_val)} validation), {cfg.objective.monitor} >= {cfg.objective.target} "
@@ -244,8 +243,33 @@ def cmd_study(args: argparse.Namespace) -> int:
 
         print(f"hpo: storage {mask_url(url)} failed mid-study: {_scrub(str(getattr(e, 'orig', e)), url)}", file=sys.stderr)
         return 1
-    print(summary(study, cfg, before, time.perf_counter() - started))
+    own = _trials_of(study, {os.getpid()})  # other workers may have added trials meanwhile
+    print(summary(study, cfg, len(study.get_trials(deepcopy=False)) - own, time.perf_counter() - started))
     return 0
+
+
+WORKER_ATTR = "worker"  # user attr: HOST:PID of the process that ran the trial
+
+
+def _tag_worker(objective: Any) -> Any:
+    """Record which process ran each trial (user attr ``worker``), so shared studies can tell."""
+    import socket
+
+    tag = f"{socket.gethostname()}:{os.getpid()}"
+
+    def tagged(trial: Any) -> float:
+        trial.set_user_attr(WORKER_ATTR, tag)
+        return objective(trial)
+
+    return tagged
+
+
+def _trials_of(study: Any, pids: set[int]) -> int:
+    """How many trials of ``study`` processes ``pids`` of this host ran."""
+    import socket
+
+    tags = {f"{socket.gethostname()}:{pid}" for pid in pids}
+    return sum(t.user_attrs.get(WORKER_ATTR) in tags for t in study.get_trials(deepcopy=False))
 
 
 def _make_storage(url: str, cfg: Any) -> Any:
@@ -357,7 +381,7 @@ def _run_workers(args: argparse.Namespace, cfg: Any, url: str, n_trials: int | N
         raise HpoError("an in-memory SQLite storage cannot be shared by --workers: use a file, PostgreSQL or MySQL")
     storage = _make_storage(url, cfg)  # reachable? creates the study once, before the workers race for it
     study = open_study(cfg, storage, args.study_name)
-    name, before = study.study_name, len(study.get_trials(deepcopy=False))
+    name = study.study_name
     if hasattr(storage, "engine"):
         storage.engine.dispose()
     shares = _shares(n_trials, args.workers)
@@ -413,7 +437,8 @@ def _run_workers(args: argparse.Namespace, cfg: Any, url: str, n_trials: int | N
     for i, c in failed:
         print(f"hpo: worker {i} exited with code {c}", file=sys.stderr)
     study = open_study(cfg, _make_storage(url, cfg), name)
-    print(summary(study, cfg, before, time.perf_counter() - started))
+    own = _trials_of(study, {p.pid for p in procs})
+    print(summary(study, cfg, len(study.get_trials(deepcopy=False)) - own, time.perf_counter() - started))
     return 1 if failed else 0
 
 

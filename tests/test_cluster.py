@@ -91,7 +91,10 @@ def test_four_workers_share_a_postgresql_study(postgres_url):
     assert SECRET not in out.stdout + out.stderr
     assert "4 worker processes" in out.stdout
     assert all(f"[worker {i}]" in out.stdout for i in range(4))
-    assert_finished_trials(load(url), 20)
+    assert "\n20 trials in " in out.stdout  # the command's own summary counts its workers' trials
+    study = load(url)
+    assert_finished_trials(study, 20)
+    assert len({t.user_attrs["worker"] for t in study.trials}) == 4  # four processes ran them
 
 
 def test_four_simultaneous_first_starts_on_mariadb_make_one_study(mysql_url):
