@@ -513,6 +513,8 @@ def cmd_proxy(args: argparse.Namespace) -> int:
     )
     try:
         optuna.storages.run_grpc_proxy_server(storage, host=args.host, port=args.port)
+    except ImportError as e:
+        raise HpoError(f"no gRPC support ({e.name or e}): pip install 'hpo[grpc]'") from None
     except RuntimeError as e:  # grpc cannot bind
         raise HpoError(f"cannot listen on {args.host}:{args.port}: {str(e).splitlines()[0]}") from None
     return 0

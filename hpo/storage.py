@@ -113,9 +113,12 @@ def _grpc_storage(url: str) -> optuna.storages.BaseStorage:
     if not m:
         raise StorageError(f"malformed gRPC storage URL {url!r}: expected grpc://HOST:PORT")
     host, port = m.group(1), int(m.group(2))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        proxy = optuna.storages.GrpcStorageProxy(host=host, port=port)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            proxy = optuna.storages.GrpcStorageProxy(host=host, port=port)
+    except ImportError as e:
+        raise StorageError(f"no gRPC support for {url} ({e.name or e}): pip install 'hpo[grpc]'") from None
     try:
         proxy.wait_server_ready(timeout=CONNECT_TIMEOUT)
     except Exception:  # grpc.FutureTimeoutError

@@ -359,3 +359,20 @@ def test_storage_benchmark_runs():
     assert out.returncode == 0, out.stderr
     row = out.stdout.strip().splitlines()[-1].split()
     assert row[0] == "sqlite" and float(row[1]) > 0
+
+
+def test_password_hidden_in_log_lines():
+    """Optuna's and SQLAlchemy's log lines pass through hpo's filter before reaching stderr."""
+    url = f"postgresql+psycopg2://hpo:{SECRET}@db.example.org/hpo"
+    code = (
+        "import logging, sys, optuna\n"
+        "from hpo.storage import hide_password_in_logs\n"
+        "logging.basicConfig()\n"
+        "hide_password_in_logs(sys.argv[1])\n"
+        "optuna.logging.get_logger('optuna.storages').warning('cannot reach %s', sys.argv[1])\n"
+        "logging.getLogger('sqlalchemy.engine').warning('engine ' + sys.argv[1])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, url], cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert SECRET not in out.stdout + out.stderr
+    assert out.stderr.count("hpo:***@db.example.org/hpo") == 2
