@@ -218,6 +218,7 @@ def cmd_study(args: argparse.Namespace) -> int:
         f"within {cfg.objective.max_epochs} epochs; running {n_trials if n_trials is not None else 'unlimited'} trials",
         flush=True,
     )
+    _one_line_thread_errors(url)
     started = time.perf_counter()
     try:
         if cfg.study.max_trials is None:
@@ -237,11 +238,14 @@ def cmd_study(args: argparse.Namespace) -> int:
         print(f"hpo: {what}: the running trial is stored as FAIL; run the same command to continue the study", file=sys.stderr)
         return code
     except Exception as e:
-        if not _is_database_error(e):
+        cause = _database_error_in(e)
+        if cause is None:
             raise
         from hpo.storage import _scrub
 
-        print(f"hpo: storage {mask_url(url)} failed mid-study: {_scrub(str(getattr(e, 'orig', e)), url)}", file=sys.stderr)
+        print(
+            f"hpo: storage {mask_url(url)} failed mid-study: {_scrub(str(getattr(cause, 'orig', cause)), url)}", file=sys.stderr
+        )
         return 1
     own = _trials_of(study, {os.getpid()})  # other workers may have added trials meanwhile
     print(summary(study, cfg, len(study.get_trials(deepcopy=False)) - own, time.perf_counter() - started))
@@ -279,14 +283,39 @@ def _make_storage(url: str, cfg: Any) -> Any:
     return make_storage(url, heartbeat_interval=s.heartbeat_interval, grace_period=s.grace_period, max_retry=s.max_retries)
 
 
-def _is_database_error(e: BaseException) -> bool:
-    import optuna
+def _one_line_thread_errors(url: str) -> None:
+    """A database error in Optuna's heartbeat thread: one line (password hidden), no traceback."""
+    import threading
 
-    try:
-        import sqlalchemy.exc
-    except ImportError:  # pragma: no cover - sqlalchemy ships with optuna
-        return isinstance(e, optuna.exceptions.StorageInternalError)
-    return isinstance(e, (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError))
+    from hpo.storage import _scrub, mask_url
+
+    previous = threading.excepthook
+
+    def hook(args: Any) -> None:
+        cause = _database_error_in(args.exc_value) if args.exc_value is not None else None
+        if cause is None:
+            previous(args)
+            return
+        text = _scrub(str(getattr(cause, "orig", cause)), url)
+        print(f"hpo: heartbeat to {mask_url(url)} failed: {text}", file=sys.stderr, flush=True)
+
+    threading.excepthook = hook
+
+
+def _database_error_in(e: BaseException) -> BaseException | None:
+    """The database error behind ``e`` (Optuna may raise another error while handling one)."""
+    import sqlalchemy.exc
+
+    seen: set[int] = set()
+    found = None
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, sqlalchemy.exc.SQLAlchemyError):
+            return e
+        if found is None and type(e).__name__ == "StorageInternalError":
+            found = e
+        e = e.__cause__ or e.__context__
+    return found
 
 
 # --------------------------------------------------------------------------------------------

@@ -376,3 +376,23 @@ def test_password_hidden_in_log_lines():
     assert out.returncode == 0, out.stderr
     assert SECRET not in out.stdout + out.stderr
     assert out.stderr.count("hpo:***@db.example.org/hpo") == 2
+
+
+def test_database_lost_mid_study_is_one_line_exit_1(postgres_url):
+    """The database disappears while a trial trains: one line, no traceback, no password."""
+    import sqlalchemy
+
+    from tests.conftest import PG_ADMIN_URL
+
+    url = with_password(postgres_url)
+    proc = popen_cli("study", TINY, "--storage", url, "--n-trials", "2", "--no-progress", "--set", "objective.max_epochs=30")
+    wait_for(lambda: _running_with_a_report(postgres_url), 300, "a running trial with a report")
+    admin = sqlalchemy.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.execute(sqlalchemy.text(f'DROP DATABASE "{postgres_url.rsplit("/", 1)[1]}" WITH (FORCE)'))
+    admin.dispose()
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 1, stderr[-2000:]
+    assert SECRET not in stdout + stderr
+    assert "Traceback" not in stderr
+    assert "failed mid-study" in stderr and "does not exist" in stderr
