@@ -141,6 +141,34 @@ def throughput(url: str, workers: int, n_trials: int) -> dict[str, float]:
     }
 
 
+def sqlite_stress(workers: int, n_trials: int) -> str:
+    """``workers`` processes x ``n_trials`` storage-only trials on one SQLite file at once."""
+    with fresh_database("sqlite") as url:
+        open_study(load_config(TINY), make_storage(url))
+        started = time.perf_counter()
+        procs = [
+            subprocess.Popen(
+                [sys.executable, __file__, "--stress-worker", url, str(n_trials)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+            for _ in range(workers)
+        ]
+        outs = [p.communicate()[0] for p in procs]
+        wall = time.perf_counter() - started
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            trials = optuna.load_study(study_name="tiny", storage=url).trials
+    complete = sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    locked = sum(o.count("database is locked") for o in outs)
+    failed = sum(p.returncode != 0 for p in procs)
+    return (
+        f"{complete}/{workers * n_trials} trials COMPLETE, {failed} of {workers} processes failed, "
+        f"{locked} 'database is locked' errors, {wall:.0f} s"
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=60, help="trials per backend for the storage timing (default 60)")
@@ -148,8 +176,13 @@ def main() -> int:
     parser.add_argument("--skip-throughput", action="store_true", help="only the storage timing")
     parser.add_argument("--throughput-trials", type=int, default=8, help="trials per throughput run (default 8)")
     parser.add_argument("--throughput-storage", default="postgresql", help="backend for the throughput runs (default postgresql)")
+    parser.add_argument("--sqlite-stress", metavar="WxN", help="also run W processes x N storage-only trials on one SQLite file")
+    parser.add_argument("--stress-worker", nargs=2, metavar=("URL", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if args.stress_worker:  # one process of --sqlite-stress
+        storage_ms_per_trial(args.stress_worker[0], int(args.stress_worker[1]))
+        return 0
 
     print(f"storage time per trial, studies/tiny.toml storage calls, no training, {args.trials} trials, first 5 dropped")
     print(f"{'backend':<11} {'median ms':>9} {'mean ms':>8} {'p90 ms':>7}")
@@ -162,6 +195,10 @@ def main() -> int:
             continue
         p90 = statistics.quantiles(ms, n=10)[-1]
         print(f"{backend:<11} {statistics.median(ms):>9.1f} {statistics.fmean(ms):>8.1f} {p90:>7.1f}")
+
+    if args.sqlite_stress:
+        workers, n = (int(x) for x in args.sqlite_stress.lower().split("x"))
+        print(f"\nSQLite, {workers} processes x {n} storage-only trials on one file: {sqlite_stress(workers, n)}")
 
     if not args.skip_throughput:
         n = args.throughput_trials
