@@ -17,6 +17,7 @@ from typing import Any
 # Before TensorFlow is imported anywhere: keep its C++ start-up chatter off the terminal.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("GRPC_VERBOSITY", "NONE")  # gRPC's C++ log lines; hpo reports its errors itself
 
 from hpo.errors import HpoError  # noqa: E402
 
@@ -536,16 +537,22 @@ def cmd_proxy(args: argparse.Namespace) -> int:
     if url.startswith("grpc://"):
         raise HpoError("proxy --storage needs a database URL (postgresql+psycopg2://, mysql+pymysql://, sqlite:///), not grpc://")
     storage = optuna.storages.get_storage(make_storage(url))  # with Optuna's in-process cache, as its docs advise
-    print(
-        f"serving {mask_url(url)} on grpc://{args.host}:{args.port}; workers: --storage grpc://HOST:{args.port}",
-        flush=True,
-    )
     try:
-        optuna.storages.run_grpc_proxy_server(storage, host=args.host, port=args.port)
+        # What optuna.storages.run_grpc_proxy_server does, split so that a busy port is reported
+        # before "serving" is printed.
+        from optuna.storages._grpc.server import make_server
     except ImportError as e:
         raise HpoError(f"no gRPC support ({e.name or e}): pip install 'hpo[grpc]'") from None
-    except RuntimeError as e:  # grpc cannot bind
-        raise HpoError(f"cannot listen on {args.host}:{args.port}: {str(e).splitlines()[0]}") from None
+    try:
+        server = make_server(storage, args.host, args.port)
+    except RuntimeError:  # grpc cannot bind
+        raise HpoError(f"cannot listen on {args.host}:{args.port}: address in use or not available") from None
+    server.start()
+    print(f"serving {mask_url(url)} on grpc://{args.host}:{args.port}; workers: --storage grpc://HOST:{args.port}", flush=True)
+    try:
+        server.wait_for_termination()
+    finally:
+        server.stop(grace=2)
     return 0
 
 
