@@ -415,6 +415,9 @@ def _run_workers(args: argparse.Namespace, cfg: Any, url: str, n_trials: int | N
     if hasattr(storage, "engine"):
         storage.engine.dispose()
     shares = _shares(n_trials, args.workers)
+    if not shares:
+        print(f"study {name!r} in {mask_url(url)}: 0 trials to run, no worker started", flush=True)
+        return 0
     threads = args.threads or max(1, _cpu_count() // len(shares))
     env = dict(os.environ, HPO_STORAGE=url, OMP_NUM_THREADS=str(threads))
     env.update(TF_NUM_INTRAOP_THREADS=str(threads), TF_NUM_INTEROP_THREADS=str(threads))
