@@ -166,7 +166,7 @@ def test_max_trials_caps_the_study_across_workers(sqlite_url):
 
 
 def test_a_failed_worker_fails_the_command(sqlite_url):
-    proc = popen_cli("study", TINY, "--storage", sqlite_url, "--workers", "2", "--n-trials", "4")
+    proc = popen_cli("study", TINY, "--storage", sqlite_url, "--workers", "2", "--n-trials", "2", *ONE_EPOCH)
     children = wait_for(lambda: _children(proc.pid) if len(_children(proc.pid)) == 2 else None, 120, "two workers")
     os.kill(children[1], signal.SIGKILL)
     stdout, stderr = proc.communicate(timeout=900)
