@@ -8,6 +8,7 @@ otherwise asks Optuna's pruner.  See :func:`cost` for the unit.
 from __future__ import annotations
 
 import math
+import time
 from typing import Any
 
 import keras
@@ -43,8 +44,8 @@ class TargetPruning(keras.callbacks.Callback):
     Order within an epoch: report the cost, then the target check (which wins), then
     ``trial.should_prune()`` -> :class:`optuna.TrialPruned`.  A NaN or infinite loss stops
     training with ``stop_reason = "nan"``.  After training, :attr:`stop_reason`,
-    :attr:`epochs_to_target`, :attr:`best`, :attr:`last_cost` and :attr:`history` describe
-    what happened.
+    :attr:`epochs_to_target`, :attr:`best`, :attr:`last_cost` and :attr:`history` (Keras'
+    logs per epoch, plus ``epoch_seconds``) describe what happened.
     """
 
     def __init__(self, trial: optuna.trial.BaseTrial, monitor: str = "val_accuracy", target: float = 0.88, max_epochs: int = 15):
@@ -68,9 +69,13 @@ class TargetPruning(keras.callbacks.Callback):
         self.last_cost: float | None = None
         self.epochs_run = 0
         self.history: dict[str, list[float]] = {}
+        self._epoch_started = time.perf_counter()
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         self._reset()
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._epoch_started = time.perf_counter()
 
     def _value(self, logs: dict[str, Any]) -> float:
         for key in (self.monitor, self.monitor.replace("accuracy", "acc")):
@@ -84,6 +89,7 @@ class TargetPruning(keras.callbacks.Callback):
         logs = dict(logs or {})
         for key, value in logs.items():
             self.history.setdefault(key, []).append(float(value))
+        self.history.setdefault("epoch_seconds", []).append(time.perf_counter() - self._epoch_started)
         self.epochs_run = epoch + 1
         value = self._value(logs)
         loss = float(logs.get("loss", math.nan))

@@ -25,10 +25,15 @@ _IDX_FILES = {
     "x_test": "t10k-images-idx3-ubyte.gz",
     "y_test": "t10k-labels-idx1-ubyte.gz",
 }
-# Debian's dataset-fashion-mnist / dataset-mnist, then Keras' own cache folder.
+# Debian's dataset-fashion-mnist, then Keras' own cache folder (Keras keeps MNIST as
+# ~/.keras/datasets/mnist.npz, which its loader reads before it tries a download).
 _SYSTEM_DIRS = {
     "fashion_mnist": ("/usr/share/datasets/fashion-mnist", "~/.keras/datasets/fashion-mnist"),
-    "mnist": ("/usr/share/datasets/mnist", "~/.keras/datasets/mnist"),
+    "mnist": ("~/.keras/datasets/mnist",),
+}
+_INSTALL_HINT = {
+    "fashion_mnist": "install Debian's dataset-fashion-mnist or set data.data_dir",
+    "mnist": "put the four IDX .gz files in a folder and set data.data_dir",
 }
 _IMAGE_MAGIC, _LABEL_MAGIC = 2051, 2049
 
@@ -131,10 +136,8 @@ def _keras_download(name: str) -> list[np.ndarray]:
     try:
         (x_train, y_train), (x_test, y_test) = loader.load_data()
     except Exception as e:  # offline: urllib's error, or a corrupt cached download
-        package = {"fashion_mnist": "dataset-fashion-mnist", "mnist": "dataset-mnist"}[name]
         raise DataError(
-            f"{name}: no IDX files in {searched} and the Keras download failed ({type(e).__name__}); "
-            f"install Debian's {package} or set data.data_dir"
+            f"{name}: no IDX files in {searched} and the Keras download failed ({type(e).__name__}); {_INSTALL_HINT[name]}"
         ) from None
     return [x_train, y_train, x_test, y_test]
 

@@ -50,10 +50,14 @@ class Objective:
         split: Split,
         *,
         callbacks: tuple[Callable[[optuna.Trial, keras.Model, TrialOutcome], None], ...] = (),
+        keras_callbacks: tuple[Callable[[optuna.Trial], keras.callbacks.Callback], ...] = (),
     ):
         self.cfg = cfg
         self.split = split
         self.callbacks = callbacks  # after a trial finished training (artifacts, ...)
+        # Factories of extra Keras callbacks, called once per trial (TensorBoard, ...).  They
+        # run before the target/pruning callback, so they also see the epoch a trial stops at.
+        self.keras_callbacks = keras_callbacks
 
     def __call__(self, trial: optuna.Trial) -> float:
         keras.backend.clear_session()
@@ -66,6 +70,7 @@ class Objective:
         if self.cfg.study.seed is not None:
             keras.utils.set_random_seed(self.cfg.study.seed + trial.number)
         cb = TargetPruning(trial, obj.monitor, obj.target, obj.max_epochs)
+        extra = [make(trial) for make in self.keras_callbacks]
         started = time.perf_counter()
         model = None
         n_params = None
@@ -83,7 +88,7 @@ class Objective:
                     epochs=obj.max_epochs,
                     validation_data=(self.split.x_val, self.split.y_val),
                     validation_batch_size=EVAL_BATCH,
-                    callbacks=[cb],
+                    callbacks=[*extra, cb],
                     verbose=0,
                 )
             finally:

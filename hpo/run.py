@@ -1,4 +1,4 @@
-"""The command line: ``python -m hpo.run study|list|proxy ...``.
+"""The command line: ``python -m hpo.run study|list|report|dashboard|proxy ...``.
 
 Exit codes: 0 done, 2 bad input (one line on stderr, nothing stored changed), 1 a worker
 stopped on an unexpected error, 130 interrupted (Ctrl-C), 143 terminated (SIGTERM).
@@ -7,6 +7,7 @@ stopped on an unexpected error, 130 interrupted (Ctrl-C), 143 terminated (SIGTER
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import sys
@@ -48,13 +49,6 @@ def _non_negative_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, but got {text!r}") from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, but got {value}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    value = _non_negative_int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, but got {value}")
     return value
 
 
@@ -114,6 +108,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--set objective.target=0.9 --set 'space.dense.units={low=32, high=512, log=true}'",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _artifact_arg(p)
+    p.add_argument("--no-artifacts", action="store_true", help="write no per-trial artifacts (plots, histories, models)")
+    p.add_argument(
+        "--tensorboard",
+        metavar="DIR",
+        help="write TensorBoard logs per trial to DIR/STUDY_NAME/trial-NNNN (view: tensorboard --logdir DIR)",
+    )
+    p.add_argument(
+        "--tensorboard-batches",
+        action="store_true",
+        help="with --tensorboard: also log per batch (one point per 32 steps, the steps run per execution)",
+    )
     p.add_argument(
         "--workers",
         type=_positive_int,
@@ -142,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _storage_arg(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
-    p.add_argument("--port", type=_positive_int, default=13000, help="port to listen on (default 13000)")
+    p.add_argument("--port", type=_port, default=13000, help="port to listen on (default 13000)")
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
     p = sub.add_parser(
@@ -150,7 +156,53 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _storage_arg(p)
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+    p = sub.add_parser(
+        "report",
+        help="write a CSV, a markdown summary and figures of a study",
+        description=(
+            "Write OUT/trials.csv (one row per trial), OUT/summary.md (best trial, counts by state "
+            "and stop reason, test-set accuracy of the best trial's saved model) and PNG figures: "
+            "optimization history, epochs to target vs. parameter count, parameter importances, "
+            "learning curves of the best trials."
+        ),
+    )
+    p.add_argument("study_name", metavar="STUDY_NAME", help="name of a study in the storage (see: python -m hpo.run list)")
+    _storage_arg(p)
+    p.add_argument("--out", metavar="DIR", help="output folder (default: reports/STUDY_NAME)")
+    _artifact_arg(p, "where the best trial's saved model is read from, for the test-set accuracy")
+    p.add_argument("--top", type=_positive_int, default=4, metavar="K", help="learning curves of the K best trials (default 4)")
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+    p = sub.add_parser(
+        "dashboard",
+        help="serve optuna-dashboard over the storage and the artifact store",
+        description="Serve optuna-dashboard (all studies of the storage, with per-trial artifacts) until Ctrl-C.",
+    )
+    _storage_arg(p)
+    _artifact_arg(p)
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=_port, default=8080, help="port (default 8080)")
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser
+
+
+def _artifact_arg(p: argparse.ArgumentParser, what: str = "per-trial artifacts: learning curves, histories, best models") -> None:
+    p.add_argument("--artifact-dir", metavar="DIR", help=f"artifact store folder, {what} (default: studies/artifacts)")
+
+
+def _positive_int(text: str) -> int:
+    value = _non_negative_int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, but got {value}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = _non_negative_int(text)
+    if not 0 < value < 65536:
+        raise argparse.ArgumentTypeError(f"a port must be in 1..65535, but got {value}")
+    return value
 
 
 def _storage_arg(p: argparse.ArgumentParser) -> None:
@@ -197,6 +249,18 @@ def cmd_study(args: argparse.Namespace) -> int:
     n_trials = args.n_trials if args.n_trials is not None else cfg.study.n_trials
     timeout = args.timeout if args.timeout is not None else cfg.study.timeout
     url = resolve_url(args.storage)
+    if args.tensorboard_batches and not args.tensorboard:
+        raise HpoError("--tensorboard-batches needs --tensorboard DIR")
+    if args.tensorboard:
+        import importlib.util
+
+        if importlib.util.find_spec("tensorboard") is None:
+            raise HpoError("--tensorboard needs the tensorboard package: pip install 'hpo[tensorboard]'")
+    artifact_store = None
+    if not args.no_artifacts:
+        from hpo.artifacts import make_artifact_store
+
+        artifact_store = make_artifact_store(args.artifact_dir)
     if args.workers > 1:
         return _run_workers(args, cfg, url, n_trials)
     split = prepare(cfg.data)  # data errors surface before anything is stored
@@ -212,7 +276,16 @@ def cmd_study(args: argparse.Namespace) -> int:
     from hpo.errors import TrialFailed
     from hpo.objective import Objective
 
-    objective = _tag_worker(Objective(cfg, split))
+    callbacks, keras_callbacks = [], []
+    if artifact_store is not None:
+        from hpo.artifacts import ArtifactWriter
+
+        callbacks.append(ArtifactWriter(artifact_store, cfg))
+    if args.tensorboard:
+        from hpo.artifacts import tensorboard_factory
+
+        keras_callbacks.append(tensorboard_factory(args.tensorboard, study.study_name, batches=args.tensorboard_batches))
+    objective = _tag_worker(Objective(cfg, split, callbacks=tuple(callbacks), keras_callbacks=tuple(keras_callbacks)))
     print(
         f"study {study.study_name!r} in {mask_url(url)}: {cfg.data.dataset} ({len(split.x_train)} train / "
         f"{len(split.x_val)} validation), {cfg.objective.monitor} >= {cfg.objective.target} "
@@ -425,6 +498,12 @@ def _run_workers(args: argparse.Namespace, cfg: Any, url: str, n_trials: int | N
     common += ["study", args.study_file, "--study-name", name, "--no-progress", "--threads", str(threads)]
     for item in args.overrides:
         common += ["--set", item]
+    if args.no_artifacts:
+        common += ["--no-artifacts"]
+    elif args.artifact_dir:
+        common += ["--artifact-dir", args.artifact_dir]
+    if args.tensorboard:
+        common += ["--tensorboard", args.tensorboard] + (["--tensorboard-batches"] if args.tensorboard_batches else [])
     if args.timeout is not None:
         common += ["--timeout", str(args.timeout)]
     print(
@@ -559,7 +638,65 @@ def cmd_proxy(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"study": cmd_study, "list": cmd_list, "proxy": cmd_proxy}
+def _existing_sqlite(url: str) -> str:
+    """Reading commands must not create an empty SQLite file where a typo pointed."""
+    from pathlib import Path
+
+    if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+        path = Path(url[len("sqlite:///") :])
+        if not path.is_file():
+            raise HpoError(f"no SQLite file {str(path)!r} (storage {url}): run a study first or check --storage")
+    return url
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from hpo.storage import make_storage, resolve_url
+
+    storage = make_storage(_existing_sqlite(resolve_url(args.storage)))
+    from hpo.report import load_study, study_info, write_report
+
+    study = load_study(args.study_name, storage)
+    study_info(study)  # not an hpo study: one line, before anything is written
+    artifact_store = None
+    folder = Path(args.artifact_dir or "studies/artifacts")
+    if folder.is_dir():
+        from optuna.artifacts import FileSystemArtifactStore
+
+        artifact_store = FileSystemArtifactStore(str(folder))
+    out = Path(args.out or Path("reports") / args.study_name)
+    _import_tensorflow_quietly()
+    done = write_report(study, out, artifact_store=artifact_store, top=args.top)
+    acc, how = done["test"] if done["test"] is not None else (None, "no completed trial")
+    test = f"test accuracy {acc:.4f}" if acc is not None else f"test accuracy not available: {how}"
+    print(f"{out}: trials.csv ({done['rows']} rows), summary.md, {len(done['figures'])} figures; {test}")
+    return 0
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    import socket
+
+    from hpo.artifacts import make_artifact_store
+    from hpo.storage import make_storage, mask_url, resolve_url
+
+    url = _existing_sqlite(resolve_url(args.storage))
+    try:  # a taken port or an unknown host is bad input: say so in one line before serving
+        with socket.create_server((args.host, args.port)):
+            pass
+    except OSError as e:
+        reason = os.strerror(e.errno) if e.errno else str(e)
+        raise HpoError(f"cannot listen on {args.host}:{args.port}: {reason}") from None
+    storage = make_storage(url)
+    store = make_artifact_store(args.artifact_dir)
+    from optuna_dashboard import run_server
+
+    print(f"optuna-dashboard on http://{args.host}:{args.port}/ for {mask_url(url)} (Ctrl-C stops)", flush=True)
+    run_server(storage, host=args.host, port=args.port, artifact_store=store)
+    return 0
+
+
+COMMANDS = {"study": cmd_study, "list": cmd_list, "report": cmd_report, "dashboard": cmd_dashboard, "proxy": cmd_proxy}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -568,7 +705,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
-    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    # Explicit handlers: a process started in the background by a shell inherits SIGINT as
+    # ignored, and a cluster's SIGTERM must end the trial as cleanly as Ctrl-C does.
+    previous = {
+        signal.SIGTERM: signal.signal(signal.SIGTERM, _on_sigterm),
+        signal.SIGINT: signal.signal(signal.SIGINT, signal.default_int_handler),
+    }
     try:
         return COMMANDS[args.command](args)
     except HpoError as e:
@@ -579,11 +721,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt as e:
         return EXIT_TERMINATED if isinstance(e, Terminated) else EXIT_INTERRUPTED
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def cli() -> None:
-    sys.exit(main())
+    code = main()
+    # Everything is stored by now.  Skip the interpreter's teardown, which with TensorFlow
+    # loaded takes seconds (its thread pools and graphs), so that signals end workers promptly.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ for many workers sharing one study.  URLs are shown with the password hidden, al
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import logging
 import os
@@ -198,7 +199,7 @@ def _construct(cls: type, key: str, options: dict[str, Any], **given: Any) -> An
     for name in options:
         if name not in valid:
             close = difflib.get_close_matches(name, valid, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else f"; valid: {', '.join(valid)}"
+            hint = f"; did you mean {close[0]!r}?" if close else (f"; valid: {', '.join(valid)}" if valid else "; it takes none")
             raise ConfigError(f"{cls.__name__} has no option {name!r}{hint}", key=f"{key}.{name}")
     try:
         with warnings.catch_warnings():
@@ -278,11 +279,23 @@ def open_study(cfg: StudyConfig, storage: optuna.storages.BaseStorage, study_nam
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 study.set_metric_names(["epochs_to_target"])
-            study.set_user_attr(STUDY_ATTR, {"identity": identity, "source": cfg.source})
+            study.set_user_attr(STUDY_ATTR, {"identity": identity, "source": cfg.source, "data": dataclasses.asdict(cfg.data)})
         except Exception:  # another worker created the same study at the same instant and wrote them first
             if STUDY_ATTR not in optuna.load_study(study_name=name, storage=storage).user_attrs:
                 raise
+        else:
+            _save_note(study, cfg)
     return study
+
+
+def _save_note(study: optuna.Study, cfg: StudyConfig) -> None:
+    """The study's markdown note for optuna-dashboard; a note that cannot be saved is a warning."""
+    from hpo.note import save_study_note
+
+    try:
+        save_study_note(study, cfg)
+    except Exception as e:  # noqa: BLE001 - a note is never worth a study
+        warnings.warn(f"study {study.study_name!r}: note not saved: {type(e).__name__}: {e}", stacklevel=2)
 
 
 def _check_space(cfg: StudyConfig, study: optuna.Study, new: dict[str, Any]) -> None:

@@ -119,7 +119,7 @@ def storage_ms_per_trial(url: str, n_trials: int) -> list[float]:
 
 def throughput(url: str, workers: int, n_trials: int) -> dict[str, float]:
     env = dict(os.environ, HPO_STORAGE=url, PYTHONPATH=str(REPO))
-    argv = [sys.executable, "-m", "hpo.run", "study", str(TINY), "--n-trials", str(n_trials), "--no-progress"]
+    argv = [sys.executable, "-m", "hpo.run", "study", str(TINY), "--n-trials", str(n_trials), "--no-progress", "--no-artifacts"]
     if workers > 1:
         argv += ["--workers", str(workers)]
     started = time.perf_counter()

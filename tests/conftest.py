@@ -28,7 +28,9 @@ def cli_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def run_cli(*args: str, cwd: Path | str = REPO, env: dict[str, str] | None = None, timeout: float = 900) -> subprocess.CompletedProcess:
+def run_cli(
+    *args: str, cwd: Path | str = REPO, env: dict[str, str] | None = None, timeout: float = 900
+) -> subprocess.CompletedProcess:
     """``python -m hpo.run ARGS`` in a fresh process; returns the finished process (text output)."""
     return subprocess.run(
         [sys.executable, "-m", "hpo.run", *args],

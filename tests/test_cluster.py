@@ -77,16 +77,18 @@ def assert_finished_trials(study: optuna.Study, n: int) -> None:
         assert len(t.user_attrs["history"]["val_accuracy"]) == t.user_attrs["epochs"] == 1
 
 
-ONE_EPOCH = ("--set", "objective.max_epochs=1")
+ONE_EPOCH = ("--set", "objective.max_epochs=1", "--no-artifacts")
 
 
 # --------------------------------------------------------------------------------------------
 # Many workers on one study
 
 
-def test_four_workers_share_a_postgresql_study(postgres_url):
+def test_four_workers_share_a_postgresql_study(postgres_url, tmp_path):
     url = with_password(postgres_url)
-    out = run_cli("study", TINY, "--storage", url, "--workers", "4", "--n-trials", "20", *ONE_EPOCH)
+    artifacts = tmp_path / "artifacts"
+    args = ("--set", "objective.max_epochs=1", "--artifact-dir", str(artifacts))
+    out = run_cli("study", TINY, "--storage", url, "--workers", "4", "--n-trials", "20", *args)
     assert out.returncode == 0, out.stderr[-2000:]
     assert SECRET not in out.stdout + out.stderr
     assert "4 worker processes" in out.stdout
@@ -95,6 +97,9 @@ def test_four_workers_share_a_postgresql_study(postgres_url):
     study = load(url)
     assert_finished_trials(study, 20)
     assert len({t.user_attrs["worker"] for t in study.trials}) == 4  # four processes ran them
+    # each trial's artifacts (curves, history, model), uploaded by four processes into one store
+    assert all(sum(k.startswith("artifacts:") for k in t.system_attrs) == 3 for t in study.trials)
+    assert len(list(artifacts.iterdir())) == 60
 
 
 def test_four_simultaneous_first_starts_on_mariadb_make_one_study(mysql_url):
@@ -198,7 +203,7 @@ def test_sigkilled_worker_trial_fails_after_grace_period_and_is_retried(postgres
     hb = ("--set", "study.heartbeat_interval=1", "--set", "study.grace_period=3", "--set", "study.max_retries=1")
     epochs = ("--set", "objective.max_epochs=6")
     env = cli_env(HPO_STORAGE=postgres_url)
-    victim = popen_cli("study", TINY, "--n-trials", "1", *hb, *epochs, env=env)
+    victim = popen_cli("study", TINY, "--n-trials", "1", "--no-artifacts", *hb, *epochs, env=env)
     trial = wait_for(lambda: _running_with_a_report(postgres_url), 300, "a running trial with a report")
     victim.kill()  # SIGKILL: no clean-up of any kind
     victim.communicate()
@@ -206,7 +211,7 @@ def test_sigkilled_worker_trial_fails_after_grace_period_and_is_retried(postgres
     assert load(postgres_url).trials[trial.number].state == TrialState.RUNNING  # nobody has noticed yet
     time.sleep(4)  # > grace period
 
-    out = run_cli("study", TINY, "--n-trials", "1", *hb, *epochs, env=env)
+    out = run_cli("study", TINY, "--n-trials", "1", "--no-artifacts", *hb, *epochs, env=env)
     assert out.returncode == 0, out.stderr[-2000:]
     trials = load(postgres_url).trials
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]
@@ -217,7 +222,9 @@ def test_sigkilled_worker_trial_fails_after_grace_period_and_is_retried(postgres
 
 
 def test_sigterm_ends_the_running_trial_as_fail_promptly(sqlite_url):
-    proc = popen_cli("study", TINY, "--storage", sqlite_url, "--n-trials", "1", "--set", "objective.max_epochs=30")
+    proc = popen_cli(
+        "study", TINY, "--storage", sqlite_url, "--n-trials", "1", "--no-artifacts", "--set", "objective.max_epochs=30"
+    )
     wait_for(lambda: _running_with_a_report(sqlite_url), 300, "a running trial with a report")
     sent = time.monotonic()
     proc.send_signal(signal.SIGTERM)
@@ -289,7 +296,7 @@ def test_wrong_password_is_one_line_without_password(mysql_url):
     try:
         db = mysql_url.rsplit("/", 1)[1]
         url = f"mysql+pymysql://{user}:{SECRET}@127.0.0.1:3306/{db}"
-        out = run_cli("study", TINY, env=cli_env(HPO_STORAGE=url))  # the password only in the environment
+        out = run_cli("study", TINY, "--no-artifacts", env=cli_env(HPO_STORAGE=url))  # the password only in the environment
         _assert_one_line_error(out, "127.0.0.1:3306")
         assert "Access denied" in out.stderr
     finally:
@@ -385,7 +392,9 @@ def test_database_lost_mid_study_is_one_line_exit_1(postgres_url):
     from tests.conftest import PG_ADMIN_URL
 
     url = with_password(postgres_url)
-    proc = popen_cli("study", TINY, "--storage", url, "--n-trials", "2", "--no-progress", "--set", "objective.max_epochs=30")
+    proc = popen_cli(
+        "study", TINY, "--storage", url, "--n-trials", "2", "--no-progress", "--no-artifacts", "--set", "objective.max_epochs=30"
+    )
     wait_for(lambda: _running_with_a_report(postgres_url), 300, "a running trial with a report")
     admin = sqlalchemy.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as c:

@@ -1,0 +1,143 @@
+"""Per-trial artifacts in an ``optuna.artifacts`` store, and per-trial TensorBoard logs.
+
+:class:`ArtifactWriter` is an :class:`hpo.objective.Objective` callback: after each trial has
+trained (pruned trials included) it uploads
+
+* ``trial-NNNN-curves.png``: loss and the monitored accuracy per epoch, the target dashed;
+* ``trial-NNNN-history.json`` (history plus the trial's outcome) and ``trial-NNNN-history.csv``;
+* ``trial-NNNN-model.keras``: the trained model, only when the trial improves the study's best.
+
+optuna-dashboard shows them on the trial's page.  An artifact that cannot be written is a
+warning (:class:`ArtifactWarning`), never a lost trial.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.artifacts import FileSystemArtifactStore, upload_artifact
+
+from hpo.config import StudyConfig
+from hpo.errors import ConfigError
+
+__all__ = ["DEFAULT_ARTIFACT_DIR", "ArtifactWarning", "ArtifactWriter", "make_artifact_store", "tensorboard_factory"]
+
+DEFAULT_ARTIFACT_DIR = "studies/artifacts"
+
+
+class ArtifactWarning(UserWarning):
+    """An artifact could not be written; the trial itself is unaffected."""
+
+
+def make_artifact_store(path: str | Path | None) -> FileSystemArtifactStore:
+    """A file-system artifact store at ``path`` (default ``studies/artifacts``), created if missing."""
+    folder = Path(path or DEFAULT_ARTIFACT_DIR)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"cannot create artifact folder {str(folder)!r}: {e.strerror or e}", key="--artifact-dir") from None
+    return FileSystemArtifactStore(str(folder))
+
+
+class ArtifactWriter:
+    """Objective callback ``(trial, model, outcome)`` uploading a trial's artifacts."""
+
+    def __init__(self, store: Any, cfg: StudyConfig, *, save_model: bool = True):
+        self.store = store
+        self.cfg = cfg
+        self.save_model = save_model
+
+    def __call__(self, trial: optuna.Trial, model: Any, outcome: dict[str, Any]) -> None:
+        with tempfile.TemporaryDirectory(prefix="hpo-artifacts-") as tmp:
+            for what, write in (
+                ("learning-curve plot", self._curves),
+                ("history", self._history),
+                ("model", self._model),
+            ):
+                try:
+                    write(Path(tmp), trial, model, outcome)
+                except Exception as e:  # noqa: BLE001 - an artifact is never worth a trial
+                    line = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+                    warnings.warn(
+                        f"trial {trial.number}: {what} artifact not written: {type(e).__name__}: {line}",
+                        ArtifactWarning,
+                        stacklevel=2,
+                    )
+
+    def _upload(self, trial: optuna.Trial, path: Path) -> str:
+        return upload_artifact(artifact_store=self.store, file_path=str(path), study_or_trial=trial)
+
+    def _curves(self, tmp: Path, trial: optuna.Trial, model: Any, outcome: dict[str, Any]) -> None:
+        from hpo.report import outcome_line, plot_learning_curve, trial_title
+
+        history = outcome.get("history") or {}
+        if not history:
+            return
+        obj = self.cfg.objective
+        params = {"family": outcome.get("family"), **trial.params} if "family" not in trial.params else dict(trial.params)
+        label = outcome_line(obj.monitor, obj.target, outcome.get("epochs_to_target"), history)
+        if outcome.get("stop_reason") not in (None, "target", "max_epochs"):
+            label += f", {outcome['stop_reason']}"
+        path = tmp / f"trial-{trial.number:04d}-curves.png"
+        plot_learning_curve(history, obj.monitor, obj.target, trial_title(trial.number, params, label), path)
+        self._upload(trial, path)
+
+    def _history(self, tmp: Path, trial: optuna.Trial, model: Any, outcome: dict[str, Any]) -> None:
+        from hpo.report import history_frame
+
+        history = outcome.get("history") or {}
+        path = tmp / f"trial-{trial.number:04d}-history.json"
+        path.write_text(json.dumps({"trial": trial.number, **outcome}, indent=1, default=str) + "\n", encoding="utf-8")
+        self._upload(trial, path)
+        if history:
+            csv = tmp / f"trial-{trial.number:04d}-history.csv"
+            history_frame(history).to_csv(csv, index=False)
+            self._upload(trial, csv)
+
+    def _model(self, tmp: Path, trial: optuna.Trial, model: Any, outcome: dict[str, Any]) -> None:
+        if not self.save_model or model is None or outcome.get("stop_reason") in ("pruned", "nan", "error", None):
+            return
+        from hpo.callbacks import cost
+
+        obj = self.cfg.objective
+        best = outcome.get(f"best_{obj.monitor}")
+        value = cost(obj.max_epochs, obj.target, -math.inf if best is None else best, outcome.get("epochs_to_target"))
+        try:
+            best_so_far = trial.study.best_value
+        except ValueError:  # no completed trial yet
+            best_so_far = math.inf
+        if value >= best_so_far:
+            return
+        path = tmp / f"trial-{trial.number:04d}-model.keras"
+        model.save(path)
+        self._upload(trial, path)
+
+
+def tensorboard_factory(log_dir: str | Path, study_name: str, *, batches: bool = False):
+    """A per-trial factory of TensorBoard callbacks writing to ``LOG_DIR/STUDY/trial-NNNN``."""
+    import keras
+
+    class TrialTensorBoard(keras.callbacks.TensorBoard):
+        """Flushes every epoch, so a pruned trial (training ends by exception) keeps its logs."""
+
+        def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            super().on_epoch_end(epoch, logs)
+            for writer in self._writers.values():
+                writer.flush()
+
+    root = Path(log_dir) / study_name
+
+    def make(trial: optuna.Trial) -> keras.callbacks.Callback:
+        return TrialTensorBoard(
+            log_dir=str(root / f"trial-{trial.number:04d}"),
+            update_freq="batch" if batches else "epoch",
+            write_graph=False,
+        )
+
+    return make

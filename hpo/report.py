@@ -1,0 +1,567 @@
+"""Reports of a stored study: numbers as DataFrames and dicts, figures drawn from those numbers.
+
+Every ``*_frame``/``*_table``/``counts`` function takes a study (or the frame built from it) and
+returns plain data; every ``draw_*``/``plot_*`` function takes that data and draws it with
+matplotlib (Agg backend, no display needed).  Nothing here needs a trained model except
+:func:`test_accuracy`, which loads the ``.keras`` artifact of the best trial.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import textwrap
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import optuna  # noqa: E402
+import pandas as pd  # noqa: E402
+from optuna.trial import FrozenTrial, TrialState  # noqa: E402
+
+from hpo.errors import HpoError  # noqa: E402
+
+__all__ = [
+    "StudyInfo",
+    "best_curves",
+    "counts",
+    "draw_learning_curve",
+    "epochs_vs_params",
+    "history_frame",
+    "importances",
+    "load_study",
+    "optimization_history",
+    "plot_epochs_vs_params",
+    "plot_importances",
+    "plot_learning_curve",
+    "plot_learning_curves",
+    "plot_optimization_history",
+    "study_info",
+    "summary_markdown",
+    "test_accuracy",
+    "trial_title",
+    "trials_frame",
+    "write_report",
+]
+
+BASE_COLUMNS = (
+    "number",
+    "state",
+    "value",
+    "epochs_to_target",
+    "reached_target",
+    "stop_reason",
+    "family",
+    "n_params",
+    "seconds",
+    "epochs",
+)
+_FAMILY_COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown", "tab:pink")
+
+
+# --------------------------------------------------------------------------------------------
+# Numbers
+
+
+class StudyInfo(dict):
+    """What the report needs to know about the objective: monitor, target, max_epochs, dataset, data."""
+
+
+def load_study(name: str, storage: optuna.storages.BaseStorage) -> optuna.Study:
+    """Load a study by name; an unknown name is one line listing the names that exist."""
+    try:
+        return optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        names = sorted(s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False))
+        known = ", ".join(names) if names else "none"
+        raise HpoError(f"no study named {name!r} in this storage; studies: {known}") from None
+
+
+def study_info(study: optuna.Study) -> StudyInfo:
+    """The objective settings hpo stored on the study (``user_attrs["hpo"]``)."""
+    from hpo.storage import STUDY_ATTR
+
+    attr = study.user_attrs.get(STUDY_ATTR)
+    if not isinstance(attr, dict) or "identity" not in attr:
+        raise HpoError(f"study {study.study_name!r} was not created by hpo (it has no {STUDY_ATTR!r} user attribute)")
+    ident = attr["identity"]
+    data = dict(attr.get("data") or {"dataset": ident.get("data.dataset", "fashion_mnist")})
+    return StudyInfo(
+        monitor=ident["objective.monitor"],
+        target=float(ident["objective.target"]),
+        max_epochs=int(ident["objective.max_epochs"]),
+        dataset=ident.get("data.dataset", data.get("dataset")),
+        data=data,
+    )
+
+
+def trial_params(trial: FrozenTrial) -> dict[str, Any]:
+    """Searched and fixed parameters of a trial, in one dict."""
+    return {**trial.params, **trial.user_attrs.get("fixed_params", {})}
+
+
+def trials_frame(study: optuna.Study) -> pd.DataFrame:
+    """One row per trial: outcome columns, then ``params_<name>`` for every parameter."""
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        ua = t.user_attrs
+        row: dict[str, Any] = {
+            "number": t.number,
+            "state": t.state.name,
+            "value": t.value if t.values is not None else math.nan,
+            "epochs_to_target": ua.get("epochs_to_target"),
+            "reached_target": ua.get("reached_target"),
+            "stop_reason": ua.get("stop_reason"),
+            "family": ua.get("family"),
+            "n_params": ua.get("n_params"),
+            "seconds": ua.get("seconds"),
+            "epochs": ua.get("epochs"),
+        }
+        for name, value in trial_params(t).items():
+            row[f"params_{name}"] = value
+        rows.append(row)
+    df = pd.DataFrame(rows, columns=list(BASE_COLUMNS) if not rows else None)
+    if rows:
+        params = sorted(c for c in df.columns if c.startswith("params_"))
+        df = df[[*BASE_COLUMNS, *params]]
+        for c in params:  # an integer parameter absent from some trials stays integer
+            present = [r[c] for r in rows if r.get(c) is not None]
+            if present and all(isinstance(v, int) and not isinstance(v, bool) for v in present):
+                df[c] = df[c].astype("Int64")
+    df["epochs_to_target"] = df["epochs_to_target"].astype("Int64")
+    df["n_params"] = df["n_params"].astype("Int64")
+    df["epochs"] = df["epochs"].astype("Int64")
+    return df
+
+
+def counts(df: pd.DataFrame) -> dict[str, dict[str, int]]:
+    """Trials by state and by stop reason (``none`` for trials that recorded no reason)."""
+    return {
+        "state": {str(k): int(v) for k, v in df["state"].value_counts().sort_index().items()},
+        "stop_reason": {str(k): int(v) for k, v in df["stop_reason"].fillna("none").value_counts().sort_index().items()},
+    }
+
+
+def epochs_vs_params(df: pd.DataFrame, max_epochs: int) -> pd.DataFrame:
+    """Architecture size against epochs to target, for every trial that trained.
+
+    ``y`` is the epochs to target where it was reached and ``max_epochs + 1`` (the "not
+    reached" row of the figure) otherwise; ``epochs`` is how many epochs actually ran.
+    """
+    trained = df[df["n_params"].notna() & df["state"].isin(["COMPLETE", "PRUNED"])]
+    out = pd.DataFrame(
+        {
+            "number": trained["number"].astype(int),
+            "family": trained["family"].fillna("?"),
+            "n_params": trained["n_params"].astype(int),
+            "reached": trained["reached_target"].fillna(False).astype(bool),
+            "epochs_to_target": trained["epochs_to_target"],
+            "epochs": trained["epochs"],
+            "stop_reason": trained["stop_reason"],
+        }
+    )
+    out["y"] = [float(e) if r else float(max_epochs + 1) for e, r in zip(out["epochs_to_target"], out["reached"], strict=True)]
+    return out.sort_values(["n_params", "number"]).reset_index(drop=True)
+
+
+def optimization_history(df: pd.DataFrame) -> pd.DataFrame:
+    """Value of each finished trial and the best value so far (COMPLETE trials only count)."""
+    done = df[df["state"].isin(["COMPLETE", "PRUNED"]) & df["value"].notna()].sort_values("number")
+    best = done["value"].where(done["state"] == "COMPLETE").cummin()
+    return pd.DataFrame(
+        {"number": done["number"].astype(int), "state": done["state"], "value": done["value"], "best": best}
+    ).reset_index(drop=True)
+
+
+def importances(study: optuna.Study) -> dict[str, float]:
+    """Optuna's parameter importances; empty when there are too few completed trials to say."""
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if len(complete) < 2:
+        return {}
+    try:
+        return {k: float(v) for k, v in optuna.importance.get_param_importances(study).items()}
+    except (ValueError, RuntimeError):  # no parameter varies, or a single distinct value
+        return {}
+
+
+def best_curves(study: optuna.Study, k: int = 4) -> list[dict[str, Any]]:
+    """Histories of the ``k`` best finished trials (COMPLETE before PRUNED, then by value)."""
+    finished = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+        if t.user_attrs.get("history") and t.value is not None
+    ]
+    finished.sort(key=lambda t: (t.state != TrialState.COMPLETE, t.value, t.number))
+    return [
+        {
+            "number": t.number,
+            "state": t.state.name,
+            "value": t.value,
+            "history": t.user_attrs["history"],
+            "params": trial_params(t),
+            "family": t.user_attrs.get("family"),
+            "epochs_to_target": t.user_attrs.get("epochs_to_target"),
+        }
+        for t in finished[:k]
+    ]
+
+
+def history_frame(history: Mapping[str, Sequence[float]]) -> pd.DataFrame:
+    """A Keras history dict as a frame: one row per epoch (1-based), one column per metric."""
+    n = max((len(v) for v in history.values()), default=0)
+    df = pd.DataFrame({k: list(v) + [math.nan] * (n - len(v)) for k, v in history.items()})
+    df.insert(0, "epoch", range(1, n + 1))
+    return df
+
+
+def test_accuracy(
+    study: optuna.Study,
+    trial: FrozenTrial,
+    artifact_store: Any,
+    info: StudyInfo,
+    workdir: Path,
+) -> tuple[float | None, str]:
+    """Accuracy of the trial's saved ``.keras`` model on the dataset's test set.
+
+    Returns ``(accuracy, how)``, or ``(None, why not)`` when the model artifact or the data
+    is not available.
+    """
+    from optuna.artifacts import download_artifact, get_all_artifact_meta
+
+    if artifact_store is None:
+        return None, "no artifact folder (see --artifact-dir)"
+    try:
+        metas = get_all_artifact_meta(trial, storage=study._storage)
+    except Exception as e:  # noqa: BLE001 - any storage trouble only costs this one number
+        return None, f"cannot list artifacts ({type(e).__name__})"
+    models = [m for m in metas if m.filename.endswith(".keras")]
+    if not models:
+        return None, f"trial {trial.number} has no saved model (.keras artifact)"
+    meta = models[-1]
+    path = workdir / meta.filename
+    try:
+        download_artifact(artifact_store=artifact_store, artifact_id=meta.artifact_id, file_path=str(path))
+    except Exception as e:  # noqa: BLE001
+        return None, f"model artifact {meta.filename} not readable from the artifact store ({type(e).__name__})"
+
+    import numpy as np
+
+    from hpo.config import DataSettings
+    from hpo.data import prepare
+
+    try:
+        fields = {k: v for k, v in info["data"].items() if k in DataSettings.__dataclass_fields__}
+        split = prepare(DataSettings(**fields))
+    except HpoError as e:
+        return None, f"test data not available: {e}"
+    import keras
+
+    import hpo.models  # noqa: F401 - registers the custom layers a saved model may use
+
+    model = keras.saving.load_model(path, compile=False)
+    predicted = np.argmax(model.predict(split.x_test, batch_size=1024, verbose=0), axis=1)
+    acc = float(np.mean(predicted == split.y_test))
+    return acc, f"{len(split.y_test)} test images, model {meta.filename}"
+
+
+# --------------------------------------------------------------------------------------------
+# Drawing
+
+
+def trial_title(number: int, params: Mapping[str, Any], outcome: str = "", width: int = 70) -> str:
+    """``trial N: k=v k=v ...`` wrapped to a few lines, then an outcome line."""
+
+    def fmt(v: Any) -> str:
+        return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+    text = f"trial {number}: " + " ".join(f"{k}={fmt(v)}" for k, v in params.items())
+    lines = textwrap.wrap(text, width=width) or [f"trial {number}"]
+    if outcome:
+        lines.append(outcome)
+    return "\n".join(lines)
+
+
+def outcome_line(monitor: str, target: float, epochs_to_target: int | None, history: Mapping[str, Sequence[float]]) -> str:
+    if epochs_to_target is not None:
+        return f"{monitor} >= {target:g} after {epochs_to_target} epoch{'s' if epochs_to_target != 1 else ''}"
+    seen = history.get(monitor) or []
+    best = max(seen) if seen else math.nan
+    return f"{monitor} >= {target:g} not reached in {len(seen)} epochs (best {best:.4f})"
+
+
+def draw_learning_curve(
+    ax: Any,
+    history: Mapping[str, Sequence[float]],
+    monitor: str,
+    target: float,
+    title: str | None = None,
+    fontsize: float = 9,
+) -> Any:
+    """Loss (left axis, red) and accuracy (right axis, blue) per epoch; the target dashed.
+
+    The monitored accuracy is a solid line; the other accuracy (training or validation), when
+    present, a thin dotted one.  Returns the right-hand axis.
+    """
+    epochs = list(range(1, max((len(v) for v in history.values()), default=0) + 1))
+
+    def series(key: str) -> list[float]:
+        return list(history.get(key) or [])
+
+    loss = series("loss")
+    ax.plot(epochs[: len(loss)], loss, color="tab:red", lw=2, marker="o", ms=3, label="loss")
+    if series("val_loss"):
+        ax.plot(epochs[: len(series("val_loss"))], series("val_loss"), color="tab:red", lw=1, ls=":", label="val_loss")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss", color="tab:red")
+    ax.tick_params(axis="y", labelcolor="tab:red")
+    ax.grid(True, alpha=0.4)
+    ax2 = ax.twinx()
+    other = "accuracy" if monitor.startswith("val_") else "val_accuracy"
+    if series(other):
+        ax2.plot(epochs[: len(series(other))], series(other), color="tab:blue", lw=1, ls=":", label=other)
+    acc = series(monitor)
+    ax2.plot(epochs[: len(acc)], acc, color="tab:blue", lw=2, marker="o", ms=3, label=monitor)
+    ax2.axhline(target, color="k", ls="--", lw=1.5, label=f"target {target:g}")
+    ax2.set_ylabel(monitor, color="tab:blue")
+    ax2.tick_params(axis="y", labelcolor="tab:blue")
+    lows = [v for v in acc + series(other) if math.isfinite(v)]
+    ax2.set_ylim(min([target - 0.05, *lows]) - 0.01, min(1.0, max([target, *lows]) + 0.02))
+    if epochs:
+        ax.set_xlim(0.5, max(epochs) + 0.5)
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    handles = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
+    ax2.legend(handles=handles, loc="center right", fontsize=fontsize - 1)
+    if title:
+        ax.set_title(title, fontsize=fontsize)
+    return ax2
+
+
+def plot_learning_curve(
+    history: Mapping[str, Sequence[float]],
+    monitor: str,
+    target: float,
+    title: str | None,
+    path: str | Path,
+    dpi: int = 100,
+) -> Path:
+    """One trial's learning curve as a PNG."""
+    fig, ax = plt.subplots(figsize=(7, 4.6))
+    draw_learning_curve(ax, history, monitor, target, title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_learning_curves(curves: Sequence[Mapping[str, Any]], monitor: str, target: float, path: str | Path) -> Path:
+    """Learning curves of several trials (from :func:`best_curves`), one panel each."""
+    n = max(1, len(curves))
+    cols = min(2, n)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(7 * cols, 4.4 * rows), squeeze=False)
+    for ax, c in zip(axes.flat, curves, strict=False):
+        outcome = outcome_line(monitor, target, c["epochs_to_target"], c["history"])
+        label = f"{c['state'].lower()}, value {c['value']:.3f}; {outcome}"
+        draw_learning_curve(ax, c["history"], monitor, target, trial_title(c["number"], c["params"], label, width=80), 8)
+    for ax in list(axes.flat)[len(curves) :]:
+        ax.axis("off")
+    if not curves:
+        axes[0][0].text(0.5, 0.5, "no finished trial with a history", ha="center", va="center")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return Path(path)
+
+
+def _family_colors(families: Sequence[str]) -> dict[str, str]:
+    return {f: _FAMILY_COLORS[i % len(_FAMILY_COLORS)] for i, f in enumerate(sorted(set(families)))}
+
+
+def plot_optimization_history(hist: pd.DataFrame, max_epochs: int, title: str, path: str | Path) -> Path:
+    """Each trial's value (pruned ones grey) and the best value so far."""
+    fig, ax = plt.subplots(figsize=(7, 4.4))
+    done = hist[hist["state"] == "COMPLETE"]
+    pruned = hist[hist["state"] == "PRUNED"]
+    ax.scatter(done["number"], done["value"], color="tab:blue", label="complete", zorder=3)
+    if len(pruned):
+        ax.scatter(pruned["number"], pruned["value"], color="0.6", marker="v", label="pruned (last report)", zorder=3)
+    if done["best"].notna().any():
+        ax.step(hist["number"], hist["best"].ffill(), where="post", color="tab:red", lw=1.5, label="best so far")
+    ax.axhline(max_epochs + 0.5, color="k", ls="--", lw=1)
+    ax.annotate(
+        f"above: target not reached in {max_epochs} epochs",
+        (0.01, max_epochs + 0.5),
+        xycoords=("axes fraction", "data"),
+        va="bottom",
+        fontsize=8,
+    )
+    ax.set_xlabel("trial number")
+    ax.set_ylabel("value (epochs to target)")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    ax.grid(True, alpha=0.4)
+    ax.legend(fontsize=8, loc="upper right")
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_epochs_vs_params(table: pd.DataFrame, max_epochs: int, title: str, path: str | Path) -> Path:
+    """Epochs to target against parameter count, coloured by family; unreached marked with x."""
+    fig, ax = plt.subplots(figsize=(7, 4.4))
+    colors = _family_colors(list(table["family"]))
+    for family, color in colors.items():
+        rows = table[table["family"] == family]
+        hit, miss = rows[rows["reached"]], rows[~rows["reached"]]
+        ax.scatter(hit["n_params"], hit["y"], color=color, label=f"{family}: reached", zorder=3)
+        if len(miss):
+            ax.scatter(miss["n_params"], miss["y"], color=color, marker="x", s=60, label=f"{family}: not reached", zorder=3)
+    for _, r in table.iterrows():
+        ax.annotate(str(r["number"]), (r["n_params"], r["y"]), textcoords="offset points", xytext=(4, 3), fontsize=7)
+    ax.axhline(max_epochs + 0.5, color="k", ls="--", lw=1)
+    ax.set_xscale("log")
+    ax.set_xlabel("trainable parameters (log scale)")
+    ax.set_ylabel("epochs to target")
+    ax.set_ylim(0, max_epochs + 2)
+    ticks = sorted(
+        {t for t in matplotlib.ticker.MaxNLocator(integer=True, nbins=8).tick_values(1, max_epochs) if 1 <= t <= max_epochs}
+    )
+    ax.set_yticks([*ticks, max_epochs + 1], [*(str(int(t)) for t in ticks), "not\nreached"])
+    ax.grid(True, alpha=0.4)
+    if len(table):
+        ax.legend(fontsize=8, loc="best")
+    else:
+        ax.text(0.5, 0.5, "no trial trained", ha="center", va="center", transform=ax.transAxes)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_importances(imp: Mapping[str, float], title: str, path: str | Path) -> Path:
+    """Horizontal bars, most important parameter on top."""
+    fig, ax = plt.subplots(figsize=(7, 0.5 * max(3, len(imp)) + 1.2))
+    if imp:
+        names = list(imp)[::-1]
+        ax.barh(names, [imp[n] for n in names], color="tab:blue")
+        ax.set_xlabel("importance (fANOVA, sums to 1)")
+        for i, n in enumerate(names):
+            ax.text(imp[n], i, f" {imp[n]:.2f}", va="center", fontsize=8)
+        ax.set_xlim(0, max(imp.values()) * 1.15 or 1)
+    else:
+        ax.text(0.5, 0.5, "not enough completed trials with varying parameters", ha="center", va="center", transform=ax.transAxes)
+        ax.set_axis_off()
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)
+
+
+# --------------------------------------------------------------------------------------------
+# The report
+
+
+def _md_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def summary_markdown(
+    study: optuna.Study,
+    info: StudyInfo,
+    df: pd.DataFrame,
+    test: tuple[float | None, str] | None,
+    figures: Sequence[str] = (),
+) -> str:
+    """The markdown summary: objective, counts, best trial, test accuracy, figures."""
+    c = counts(df)
+    out = [
+        f"# Study `{study.study_name}`",
+        "",
+        f"Objective: epochs until `{info['monitor']}` >= {info['target']:g} on {info['dataset']}, "
+        f"at most {info['max_epochs']} epochs (value {info['max_epochs'] + 1} + gap to target when not reached).",
+        "",
+        f"{len(df)} trials; {int(df['reached_target'].fillna(False).astype(bool).sum())} reached the target.",
+        "",
+        _md_table(["state", "trials"], list(c["state"].items())),
+        "",
+        _md_table(["stop reason", "trials"], list(c["stop_reason"].items())),
+        "",
+        "## Best trial",
+        "",
+    ]
+    try:
+        best = study.best_trial
+    except ValueError:
+        out += ["No completed trial yet.", ""]
+    else:
+        ua = best.user_attrs
+        ett = ua.get("epochs_to_target")
+        reached = f"{ett} epochs to target" if ett is not None else "target not reached"
+        out += [
+            f"Trial {best.number}: value {best.value:.4f} ({reached}), {ua.get('n_params')} parameters, "
+            f"{ua.get('seconds')} s, best {info['monitor']} {ua.get('best_' + info['monitor'])}.",
+            "",
+        ]
+        if test is not None:
+            acc, how = test
+            out += [
+                f"Test-set accuracy: **{acc:.4f}** ({how})." if acc is not None else f"Test-set accuracy: not available ({how}).",
+                "",
+            ]
+        out += [_md_table(["parameter", "value"], list(trial_params(best).items())), ""]
+    if figures:
+        out += ["## Figures", ""] + [f"![{Path(f).stem}]({Path(f).name})" for f in figures] + [""]
+    return "\n".join(out)
+
+
+def write_report(
+    study: optuna.Study,
+    out_dir: str | Path,
+    *,
+    artifact_store: Any = None,
+    top: int = 4,
+) -> dict[str, Any]:
+    """Write ``trials.csv``, ``summary.md`` and the PNG figures into ``out_dir``; return what was written."""
+    import tempfile
+
+    info = study_info(study)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    df = trials_frame(study)
+    df.to_csv(out / "trials.csv", index=False)
+    name = study.study_name
+    goal = f"{info['monitor']} >= {info['target']:g}"
+    figures = [
+        plot_optimization_history(
+            optimization_history(df), info["max_epochs"], f"{name}: optimization history ({goal})", out / "history.png"
+        ),
+        plot_epochs_vs_params(
+            epochs_vs_params(df, info["max_epochs"]),
+            info["max_epochs"],
+            f"{name}: epochs to {goal} vs. model size",
+            out / "epochs_vs_params.png",
+        ),
+        plot_importances(importances(study), f"{name}: parameter importances", out / "importances.png"),
+        plot_learning_curves(best_curves(study, top), info["monitor"], info["target"], out / "best_curves.png"),
+    ]
+    test = None
+    try:
+        best = study.best_trial
+    except ValueError:
+        best = None
+    if best is not None:
+        with tempfile.TemporaryDirectory() as tmp:
+            test = test_accuracy(study, best, artifact_store, info, Path(tmp))
+    (out / "summary.md").write_text(summary_markdown(study, info, df, test, [str(f) for f in figures]), encoding="utf-8")
+    (out / "counts.json").write_text(json.dumps(counts(df), indent=2) + "\n", encoding="utf-8")
+    return {"rows": len(df), "figures": figures, "test": test, "dir": out}

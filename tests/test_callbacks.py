@@ -1,0 +1,152 @@
+"""The target/pruning callback and the cost unit it reports in."""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+import optuna
+import pytest
+
+from hpo.callbacks import TargetPruning, cost, not_reached_cost
+from hpo.config import DataSettings
+from hpo.data import prepare
+from hpo.errors import MonitorError
+
+
+class FixedAnswerPruner(optuna.pruners.BasePruner):
+    """A real Optuna pruner that always (or never) prunes."""
+
+    def __init__(self, answer: bool):
+        self.answer = answer
+
+    def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        return self.answer
+
+
+def make(prune: bool, target: float = 0.8, max_epochs: int = 5, monitor: str = "val_accuracy"):
+    study = optuna.create_study(direction="minimize", pruner=FixedAnswerPruner(prune))
+    trial = study.ask()
+    cb = TargetPruning(trial, monitor, target, max_epochs)
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.stop_training = False  # as model.fit sets it
+    cb.set_model(model)
+    cb.on_train_begin()
+    return study, trial, cb
+
+
+def epochs(cb: TargetPruning, values: list[float], loss: float = 0.5) -> None:
+    for epoch, value in enumerate(values):
+        cb.on_epoch_end(epoch, {"loss": loss, "accuracy": value, "val_loss": loss, "val_accuracy": value})
+        if cb.model.stop_training:
+            return
+
+
+def test_cost_formula() -> None:
+    assert cost(15, 0.88, 0.9, 3) == 3.0
+    assert not_reached_cost(15, 0.88, 0.80) == pytest.approx(16.08)
+    assert not_reached_cost(15, 0.88, 0.87) < not_reached_cost(15, 0.88, 0.80)
+    assert not_reached_cost(15, 0.88, 0.0) > 15  # every unreached trial costs more than any reached one
+    assert not_reached_cost(15, 0.88, -math.inf) == pytest.approx(16.88)
+
+
+def test_stops_at_the_epoch_the_target_is_reached() -> None:
+    _, trial, cb = make(prune=False)
+    epochs(cb, [0.5, 0.7, 0.85, 0.9])
+    assert cb.epochs_to_target == 3
+    assert cb.stop_reason == "target"
+    assert cb.model.stop_training is True
+    assert cb.epochs_run == 3
+    frozen = trial.study.trials[0]
+    assert frozen.intermediate_values == pytest.approx({0: 5 + 1 + 0.3, 1: 5 + 1 + 0.1, 2: 3.0})
+
+
+def test_never_prune_runs_to_max_epochs() -> None:
+    _, trial, cb = make(prune=False, max_epochs=3)
+    epochs(cb, [0.5, 0.6, 0.7])
+    cb.on_train_end()
+    assert cb.stop_reason == "max_epochs"
+    assert cb.epochs_to_target is None
+    assert cb.last_cost == pytest.approx(3 + 1 + (0.8 - 0.7))
+    assert cb.best == 0.7
+
+
+def test_always_prune_raises_after_reporting() -> None:
+    _, trial, cb = make(prune=True)
+    with pytest.raises(optuna.TrialPruned):
+        epochs(cb, [0.5])
+    assert cb.stop_reason == "pruned"
+    assert trial.study.trials[0].intermediate_values == pytest.approx({0: 5 + 1 + 0.3})
+
+
+def test_target_wins_over_pruning_in_the_same_epoch() -> None:
+    _, _, cb = make(prune=True)
+    epochs(cb, [0.95])
+    assert cb.stop_reason == "target"
+    assert cb.epochs_to_target == 1
+
+
+def test_nan_loss_stops_with_not_reached_cost() -> None:
+    _, _, cb = make(prune=False)
+    epochs(cb, [0.6, 0.1], loss=float("nan"))
+    assert cb.stop_reason == "nan"
+    assert cb.model.stop_training is True
+    assert cb.last_cost > 5
+
+
+def test_missing_monitor_lists_available_keys() -> None:
+    _, _, cb = make(prune=False)
+    with pytest.raises(MonitorError, match=r"\(accuracy, loss\)"):
+        cb.on_epoch_end(0, {"loss": 0.3, "accuracy": 0.5})
+
+
+def test_acc_alias_and_state_reset() -> None:
+    _, _, cb = make(prune=False, monitor="acc")
+    cb.on_epoch_end(0, {"loss": 0.3, "acc": 0.9})
+    assert cb.epochs_to_target == 1
+    cb.on_train_begin()
+    assert cb.epochs_to_target is None and cb.stop_reason is None and cb.history == {}
+
+
+def test_rejects_bad_arguments() -> None:
+    study = optuna.create_study()
+    trial = study.ask()
+    with pytest.raises(ValueError, match="target"):
+        TargetPruning(trial, "val_accuracy", 1.5, 3)
+    with pytest.raises(ValueError, match="max_epochs"):
+        TargetPruning(trial, "val_accuracy", 0.5, 0)
+
+
+def test_with_real_training_on_fashion_mnist() -> None:
+    """A real fit: an easy target is reached in epoch 1, the trial's value is 1."""
+    split = prepare(DataSettings(train_size=2000))
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input(split.image_shape),
+            keras.layers.Flatten(),
+            keras.layers.Dense(32, activation="relu"),
+            keras.layers.Dense(10, activation="softmax"),
+        ]
+    )
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    study = optuna.create_study(direction="minimize", pruner=FixedAnswerPruner(False))
+
+    def objective(trial: optuna.Trial) -> float:
+        cb = TargetPruning(trial, "val_accuracy", 0.3, 4)
+        model.fit(
+            split.x_train,
+            split.y_train,
+            epochs=4,
+            batch_size=64,
+            validation_data=(split.x_val, split.y_val),
+            callbacks=[cb],
+            verbose=0,
+        )
+        assert cb.epochs_to_target == 1 and len(cb.history["val_accuracy"]) == 1
+        return cb.last_cost
+
+    study.optimize(objective, n_trials=1)
+    assert study.best_value == 1.0
+    assert np.isfinite(study.trials[0].intermediate_values[0])

@@ -1,0 +1,151 @@
+"""Study-file validation: every bad input is one line naming the file, the key and the value."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from hpo.config import Choice, Fixed, Range, load_config, parse_override
+from hpo.errors import ConfigError
+from tests.conftest import STUDIES
+
+GOOD = """
+[study]
+name = "t"
+[objective]
+target = 0.8
+max_epochs = 3
+[space.dense]
+layers = [1, 2]
+units = {low = 16, high = 64, log = true}
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "study.toml"
+    path.write_text(text)
+    return path
+
+
+def error_of(tmp_path: Path, text: str, overrides: tuple[str, ...] = ()) -> str:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path, overrides)
+    message = str(info.value)
+    assert "\n" not in message
+    assert str(path) in message
+    return message
+
+
+def test_ready_study_files_are_valid() -> None:
+    for path in sorted(STUDIES.glob("*.toml")):
+        cfg = load_config(path)
+        assert cfg.study.name
+        assert 0 < cfg.objective.target <= 1
+
+
+def test_good_file_parses_into_specs(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, GOOD))
+    dense = cfg.space["dense"]
+    assert dense["layers"] == Choice((1, 2))
+    assert dense["units"] == Range(16, 64, log=True, step=None, is_int=True)
+    assert dense["activation"] == Fixed("relu")
+    assert cfg.objective.monitor == "val_accuracy"
+    assert cfg.model.family == ("dense",)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.objective.target = 0.5  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "fragment"),
+    [
+        ("[objective]\ntarget = 1.5\n", "objective.target", "1.5"),
+        ("[objective]\ntarget = 0\n", "objective.target", "(0, 1]"),
+        ("[objective]\nmax_epochs = 0\n", "objective.max_epochs", ">= 1"),
+        ("[objective]\nmax_epochs = 'ten'\n", "objective.max_epochs", "'ten'"),
+        ("[objective]\nmonitor = 'loss'\n", "objective.monitor", "'loss'"),
+        ("[objectve]\ntarget = 0.9\n", "objectve", "did you mean 'objective'"),
+        ("[objective]\ntarge = 0.9\n", "objective.targe", "did you mean 'target'"),
+        ("[space.dense]\nunitz = 3\n", "space.dense.unitz", "did you mean 'units'"),
+        ("[space.dense]\nunits = []\n", "space.dense.units", "empty choice list"),
+        ("[space.dense]\nunits = {low = 64, high = 16}\n", "space.dense.units", "low=64 > high=16"),
+        ("[space.dense]\ndropout = {low = 0.0, high = 0.5, log = true}\n", "space.dense.dropout", "log range needs low > 0"),
+        ("[space.dense]\nactivation = 'relux'\n", "space.dense.activation", "'relux'"),
+        ("[space.dense]\ninitializer = ['he_normal', 'xavier']\n", "space.dense.initializer", "'xavier'"),
+        ("[space.dense]\noptimizer = 'adamm'\n", "space.dense.optimizer", "did you mean 'adam'"),
+        ("[space.dense]\nunits = 'many'\n", "space.dense.units", "'many'"),
+        ("[space.dense]\nunits = 12.5\n", "space.dense.units", "12.5"),
+        ("[space.dense]\nbatchnorm = 'yes'\n", "space.dense.batchnorm", "'yes'"),
+        ("[space.dense]\ndropout = 1.0\n", "space.dense.dropout", "< 1"),
+        ("[space.dense]\nactivation = {low = 1, high = 2}\n", "space.dense.activation", "range needs a numeric key"),
+        ("[space.dense]\nunits = {low = 1}\n", "space.dense.units", "both low and high"),
+        ("[space.dense]\nunits = {low = 1, high = 8, stepp = 2}\n", "space.dense.units.stepp", "did you mean 'step'"),
+        ("[data]\ndataset = 'cifar'\n", "data.dataset", "'cifar'"),
+        ("[data]\nvalidation_fraction = 1.0\n", "data.validation_fraction", "(0, 1)"),
+        ("[data]\ntrain_size = -5\n", "data.train_size", ">= 0"),
+        ("[study]\nsampler = 'bayes'\n", "study.sampler", "'bayes'"),
+        ("[study]\npruner = 'medain'\n", "study.pruner", "'medain'"),
+        ("[study]\npruner_options = {n_startup = 3}\n", "study.pruner_options.n_startup", "did you mean 'n_startup_trials'"),
+        ("[study]\npruner = 'percentile'\npruner_options = {percentile = 150.0}\n", "study.pruner_options", "percentile"),
+        (
+            "[study]\nsampler = 'grid'\n[space.dense]\nlearning_rate = {low = 1e-4, high = 1e-2}\n",
+            "space.dense.learning_rate",
+            "grid sampler",
+        ),
+        ("[model]\nfamily = 'resnet'\n", "model.family", "'resnet'"),
+        ("[model]\nfamily = []\n", "model.family", "empty"),
+        ("[space.cnn]\nlayers = 1\n", "space.cnn", "unknown key"),
+        ("study = 3\n", "study", "must be a table"),
+    ],
+)
+def test_bad_input_names_file_key_and_value(tmp_path: Path, text: str, key: str, fragment: str) -> None:
+    message = error_of(tmp_path, text)
+    assert f": {key}:" in message, message
+    assert fragment in message, message
+
+
+def test_toml_syntax_error_names_its_line(tmp_path: Path) -> None:
+    message = error_of(tmp_path, "[study]\nname = 't'\n[objective]\ntarget = = 0.9\n")
+    assert "TOML syntax error" in message
+    assert "line 4" in message
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="study file not found"):
+        load_config(tmp_path / "nope.toml")
+
+
+def test_overrides_parse_toml_values(tmp_path: Path) -> None:
+    path = write(tmp_path, GOOD)
+    cfg = load_config(
+        path,
+        [
+            'model.family=["dense"]',
+            "space.dense.units={low=32, high=512, log=true}",
+            "objective.target=0.9",
+            "space.dense.activation=gelu",
+            "study.name=other",
+        ],
+    )
+    assert cfg.space["dense"]["units"] == Range(32, 512, log=True, step=None, is_int=True)
+    assert cfg.objective.target == 0.9
+    assert cfg.space["dense"]["activation"] == Fixed("gelu")
+    assert cfg.study.name == "other"
+
+
+def test_override_errors_say_they_came_from_set(tmp_path: Path) -> None:
+    message = error_of(tmp_path, GOOD, ("objective.target=1.5",))
+    assert "(--set)" in message and "objective.target" in message and "1.5" in message
+
+
+@pytest.mark.parametrize("item", ["objective.target", "target=0.9", "objective.target=[1,"])
+def test_malformed_overrides(item: str) -> None:
+    with pytest.raises(ConfigError):
+        parse_override(item)
+
+
+def test_bare_word_is_a_string() -> None:
+    assert parse_override("space.dense.optimizer=nadam") == (["space", "dense", "optimizer"], "nadam")
+    assert parse_override("objective.max_epochs=4") == (["objective", "max_epochs"], 4)

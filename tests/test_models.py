@@ -1,0 +1,70 @@
+"""Dense builder: shapes, parameter counts, and every sampled value used."""
+
+from __future__ import annotations
+
+import keras
+import pytest
+
+from hpo.config import ACTIVATIONS, INITIALIZERS, OPTIMIZERS
+from hpo.models import build, compile_model, make_optimizer
+from hpo.space import Params
+
+
+def dense(units=(128,), activation="relu", initializer="glorot_uniform", dropout=0.0, batchnorm=False, **kw) -> Params:
+    arch = {
+        "units": tuple(units),
+        "activation": activation,
+        "initializer": initializer,
+        "dropout": dropout,
+        "batchnorm": batchnorm,
+    }
+    return Params(
+        family="dense", arch=arch, learning_rate=kw.get("lr", 1e-3), optimizer=kw.get("optimizer", "adam"), batch_size=32
+    )
+
+
+def test_tutorial_network_has_101770_parameters() -> None:
+    model = build(dense(), (28, 28, 1), 10)
+    assert model.count_params() == 101_770
+    assert model.output_shape == (None, 10)
+
+
+def test_layer_order_with_batchnorm_and_dropout() -> None:
+    model = build(dense(units=(64, 32), activation="tanh", initializer="he_normal", dropout=0.3, batchnorm=True), (28, 28, 1), 10)
+    kinds = [type(layer).__name__ for layer in model.layers]
+    assert kinds == ["Flatten"] + ["Dense", "BatchNormalization", "Activation", "Dropout"] * 2 + ["Dense"]
+    dense0 = model.get_layer("dense_0")
+    assert dense0.get_config()["kernel_initializer"]["class_name"] == "HeNormal"
+    assert dense0.use_bias is False
+    assert model.get_layer("activation_1").get_config()["activation"] == "tanh"
+    assert model.get_layer("dropout_0").rate == 0.3
+    # 784*64 + BN(4*64) + 64*32 + BN(4*32) + 32*10+10
+    assert model.count_params() == 784 * 64 + 4 * 64 + 64 * 32 + 4 * 32 + 32 * 10 + 10
+
+
+def test_activation_is_used() -> None:
+    model = build(dense(activation="selu"), (8, 8, 1), 10)
+    assert model.get_layer("dense_0").get_config()["activation"] == "selu"
+
+
+@pytest.mark.parametrize("name", ACTIVATIONS)
+def test_every_activation_resolves(name: str) -> None:
+    assert callable(keras.activations.get(name))
+
+
+@pytest.mark.parametrize("name", INITIALIZERS)
+def test_every_initializer_resolves(name: str) -> None:
+    assert isinstance(keras.initializers.get(name), keras.initializers.Initializer)
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_every_optimizer_resolves_with_its_learning_rate(name: str) -> None:
+    opt = make_optimizer(name, 0.0123)
+    assert opt.__class__.__name__.lower() == name
+    assert float(opt.learning_rate) == pytest.approx(0.0123)
+
+
+def test_compile_uses_the_sampled_optimizer() -> None:
+    model = compile_model(build(dense(optimizer="rmsprop", lr=0.02), (28, 28, 1), 10), dense(optimizer="rmsprop", lr=0.02))
+    assert type(model.optimizer).__name__ == "RMSprop"
+    assert float(model.optimizer.learning_rate) == pytest.approx(0.02)

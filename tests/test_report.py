@@ -1,0 +1,286 @@
+"""Reports, per-trial artifacts, TensorBoard logs and the study note, from a small real study.
+
+One study is run through the CLI (real Fashion-MNIST slice, real SQLite, real artifact store)
+and shared by the tests of this module; tests that add trials use their own copy.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import warnings
+from pathlib import Path
+
+import matplotlib.image
+import optuna
+import pandas as pd
+import pytest
+from optuna.artifacts import FileSystemArtifactStore, get_all_artifact_meta
+from optuna.trial import TrialState
+
+from hpo.config import load_config
+from hpo.report import (
+    BASE_COLUMNS,
+    counts,
+    epochs_vs_params,
+    optimization_history,
+    study_info,
+    trials_frame,
+    write_report,
+)
+from hpo.storage import make_storage, open_study
+from tests.conftest import STUDIES, run_cli
+
+N_TRIALS = 4
+MAX_EPOCHS = 2
+TARGET = 0.72
+# quickstart.toml fixes initializer, dropout and optimizer: they must reach the CSV too.
+STUDY_ARGS = [
+    str(STUDIES / "quickstart.toml"),
+    "--study-name",
+    "rep",
+    "--n-trials",
+    str(N_TRIALS),
+    "--no-progress",
+    "--set",
+    "data.train_size=600",
+    "--set",
+    f"objective.max_epochs={MAX_EPOCHS}",
+    "--set",
+    f"objective.target={TARGET}",
+    "--set",
+    "study.pruner=none",
+    "--set",
+    "space.dense.layers=1",
+    "--set",
+    "space.dense.units=[16, 64, 256]",
+]
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A 4-trial study with artifacts and TensorBoard logs, run by the CLI."""
+    root = tmp_path_factory.mktemp("report")
+    url = f"sqlite:///{root / 'd.db'}"
+    art, tb = root / "art", root / "tb"
+    proc = run_cli(
+        "study",
+        *STUDY_ARGS,
+        "--storage",
+        url,
+        "--artifact-dir",
+        str(art),
+        "--tensorboard",
+        str(tb),
+        "--tensorboard-batches",
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return {"root": root, "url": url, "art": art, "tb": tb, "stdout": proc.stdout, "stderr": proc.stderr}
+
+
+def _study(made: dict) -> optuna.Study:
+    return optuna.load_study(study_name="rep", storage=make_storage(made["url"]))
+
+
+def test_trials_frame_has_one_row_per_trial_with_every_parameter(made):
+    study = _study(made)
+    df = trials_frame(study)
+    assert len(df) == N_TRIALS
+    assert list(df.columns[: len(BASE_COLUMNS)]) == list(BASE_COLUMNS)
+    for name in ("units_l0", "batchnorm", "learning_rate", "batch_size", "activation"):  # searched
+        assert f"params_{name}" in df.columns
+    for name in ("initializer", "dropout", "optimizer", "layers"):  # fixed in the study file
+        assert (
+            df[f"params_{name}"] == {"initializer": "he_normal", "dropout": 0.0, "optimizer": "adam", "layers": 1}[name]
+        ).all()
+    for t, row in zip(study.trials, df.itertuples(), strict=True):
+        assert row.number == t.number and row.state == t.state.name
+        assert row.value == pytest.approx(t.value)
+        assert row.n_params == t.user_attrs["n_params"]
+        assert row.reached_target == (row.stop_reason == "target")
+        if row.reached_target:
+            assert row.value == row.epochs_to_target
+        else:
+            assert pd.isna(row.epochs_to_target) and row.value > MAX_EPOCHS
+
+
+def test_counts_and_epochs_vs_params_table(made):
+    study = _study(made)
+    df = trials_frame(study)
+    c = counts(df)
+    assert c["state"] == {"COMPLETE": N_TRIALS}
+    assert sum(c["stop_reason"].values()) == N_TRIALS
+    assert set(c["stop_reason"]) <= {"target", "max_epochs"}
+    assert c["stop_reason"].get("target", 0) == int(df["reached_target"].sum())
+
+    table = epochs_vs_params(df, MAX_EPOCHS)
+    assert len(table) == N_TRIALS
+    assert list(table["n_params"]) == sorted(table["n_params"])
+    for r in table.itertuples():
+        t = study.trials[r.number]
+        units, bn = t.params["units_l0"], t.params["batchnorm"]
+        # Dense(784 -> u) [+ BatchNorm: no bias, 4u weights] + Dense(u -> 10)
+        expected = 784 * units + (4 * units if bn else units) + units * 10 + 10
+        assert r.n_params == expected
+        assert r.y == (r.epochs_to_target if r.reached else MAX_EPOCHS + 1)
+        assert r.family == "dense"
+
+    hist = optimization_history(df)
+    assert list(hist["best"]) == list(pd.Series([t.value for t in study.trials]).cummin())
+
+
+def test_artifacts_for_each_complete_trial(made):
+    study = _study(made)
+    storage = make_storage(made["url"])
+    best_values = []
+    for t in study.get_trials(states=(TrialState.COMPLETE,)):
+        metas = {m.filename: m for m in get_all_artifact_meta(t, storage=storage)}
+        n = f"trial-{t.number:04d}"
+        assert {f"{n}-curves.png", f"{n}-history.json", f"{n}-history.csv"} <= set(metas), metas
+        png = matplotlib.image.imread(made["art"] / metas[f"{n}-curves.png"].artifact_id)
+        assert png.shape[0] > 100 and png.shape[1] > 100
+        saved = json.loads((made["art"] / metas[f"{n}-history.json"].artifact_id).read_text())
+        assert saved["history"] == t.user_attrs["history"] and saved["trial"] == t.number
+        csv = pd.read_csv(made["art"] / metas[f"{n}-history.csv"].artifact_id)
+        assert list(csv["epoch"]) == list(range(1, t.user_attrs["epochs"] + 1))
+        # a model is saved exactly when the trial improved on every earlier trial
+        improved = all(t.value < v for v in best_values)
+        assert (f"{n}-model.keras" in metas) == improved, (t.number, t.value, best_values)
+        best_values.append(t.value)
+    assert "artifact not written" not in made["stderr"]
+
+
+def test_tensorboard_run_per_trial(made):
+    import tensorflow as tf
+
+    runs = sorted(p.name for p in (made["tb"] / "rep").iterdir())
+    assert runs == [f"trial-{i:04d}" for i in range(N_TRIALS)]
+    tags = set()
+    for f in (made["tb"] / "rep" / "trial-0000" / "train").glob("events.out.tfevents.*"):
+        for raw in tf.data.TFRecordDataset(str(f)):
+            event = tf.compat.v1.Event.FromString(raw.numpy())
+            tags |= {v.tag for v in event.summary.value}
+    assert {"epoch_loss", "epoch_accuracy", "batch_loss"} <= tags
+    assert list((made["tb"] / "rep" / "trial-0000" / "validation").glob("events.out.tfevents.*"))
+
+
+def test_report_cli_writes_csv_summary_and_figures(made, tmp_path):
+    out = tmp_path / "rep"
+    proc = run_cli("report", "rep", "--storage", made["url"], "--out", str(out), "--artifact-dir", str(made["art"]))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"trials.csv ({N_TRIALS} rows)" in proc.stdout
+    df = pd.read_csv(out / "trials.csv")
+    assert len(df) == N_TRIALS and list(df["number"]) == list(range(N_TRIALS))
+    figures = sorted(out.glob("*.png"))
+    assert len(figures) >= 3
+    for f in figures:
+        assert matplotlib.image.imread(f).shape[1] > 100
+    summary = (out / "summary.md").read_text()
+    best = _study(made).best_trial
+    assert f"Trial {best.number}: value" in summary
+    assert "| COMPLETE | 4 |" in summary
+    acc = float(summary.split("Test-set accuracy: **")[1].split("**")[0])
+    assert 0.3 < acc <= 1.0  # 10 classes: a trained model is far above chance
+
+
+def test_report_with_pruned_failed_and_no_artifacts(made, tmp_path):
+    """Pruned and failed trials get rows; a model artifact missing from the store is said, not fatal."""
+    shutil.copy(made["root"] / "d.db", tmp_path / "d.db")
+    study = optuna.load_study(study_name="rep", storage=f"sqlite:///{tmp_path / 'd.db'}")  # ask/tell: no heartbeat
+    t = study.ask()
+    t.report(3.5, step=0)
+    study.tell(t, state=TrialState.PRUNED)
+    t = study.ask()
+    t.set_user_attr("stop_reason", "error")
+    study.tell(t, state=TrialState.FAIL)
+    done = write_report(study, tmp_path / "out", artifact_store=FileSystemArtifactStore(str(tmp_path / "empty")))
+    assert done["rows"] == N_TRIALS + 2
+    c = json.loads((tmp_path / "out" / "counts.json").read_text())
+    assert c["state"] == {"COMPLETE": N_TRIALS, "FAIL": 1, "PRUNED": 1}
+    assert c["stop_reason"]["error"] == 1 and c["stop_reason"]["none"] == 1
+    assert done["test"][0] is None and "not readable from the artifact store" in done["test"][1]
+    assert "Test-set accuracy: not available" in (tmp_path / "out" / "summary.md").read_text()
+    hist = optimization_history(trials_frame(study))
+    assert list(hist["state"]).count("PRUNED") == 1 and hist["value"].iloc[-1] == 3.5
+
+
+def test_report_of_a_study_without_completed_trials(tmp_path):
+    cfg = load_config(STUDIES / "quickstart.toml")
+    open_study(cfg, make_storage(f"sqlite:///{tmp_path / 'e.db'}"), "empty")
+    study = optuna.load_study(study_name="empty", storage=f"sqlite:///{tmp_path / 'e.db'}")
+    t = study.ask()
+    study.tell(t, state=TrialState.FAIL)
+    done = write_report(study, tmp_path / "out")
+    assert done["rows"] == 1 and len(done["figures"]) == 4 and done["test"] is None
+    assert "No completed trial yet." in (tmp_path / "out" / "summary.md").read_text()
+    assert study_info(study)["data"]["train_size"] == 12000
+
+
+def test_report_bad_input_is_one_line(made, tmp_path):
+    proc = run_cli("report", "nope", "--storage", made["url"], "--out", str(tmp_path / "x"))
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == ["hpo: error: no study named 'nope' in this storage; studies: rep"]
+    assert not (tmp_path / "x").exists()
+    proc = run_cli("report", "rep", "--storage", f"sqlite:///{tmp_path / 'typo.db'}", "--out", str(tmp_path / "x"))
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+    assert proc.stderr.startswith("hpo: error: no SQLite file") and not (tmp_path / "typo.db").exists()
+
+
+def test_study_note_names_dataset_objective_and_space(made):
+    from optuna_dashboard import get_note
+
+    study = _study(made)
+    note = get_note(study)
+    for text in (
+        "## rep: epochs to",
+        "fashion_mnist",
+        "`val_accuracy`",
+        f"target: **{TARGET:g}**",
+        f"max_epochs: **{MAX_EPOCHS}**",
+        "| units |",
+    ):
+        assert text in note, text
+    assert study.metric_names == ["epochs_to_target"]
+
+
+def test_failed_artifact_write_is_a_warning_not_a_lost_trial(tmp_path):
+    from hpo.artifacts import ArtifactWarning, ArtifactWriter
+    from hpo.data import prepare
+    from hpo.objective import Objective
+
+    cfg = load_config(
+        STUDIES / "quickstart.toml",
+        ["data.train_size=300", "objective.max_epochs=1", "space.dense.layers=1", "space.dense.units=16"],
+    )
+    (tmp_path / "not-a-folder").write_text("a file where the artifact folder should be")
+    store = FileSystemArtifactStore(str(tmp_path / "not-a-folder"))
+    study = open_study(cfg, make_storage(f"sqlite:///{tmp_path / 'w.db'}"), "w")
+    objective = Objective(cfg, prepare(cfg.data), callbacks=(ArtifactWriter(store, cfg),))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        study.optimize(objective, n_trials=1)
+    assert study.trials[0].state == TrialState.COMPLETE
+    messages = [str(w.message) for w in caught if issubclass(w.category, ArtifactWarning)]
+    assert any(m.startswith("trial 0: learning-curve plot artifact not written") for m in messages), messages
+    assert any(m.startswith("trial 0: model artifact not written") for m in messages), messages
+
+
+def test_study_flag_errors_exit_2(tmp_path):
+    proc = run_cli(
+        "study", str(STUDIES / "quickstart.toml"), "--storage", f"sqlite:///{tmp_path / 'x.db'}", "--tensorboard-batches"
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == ["hpo: error: --tensorboard-batches needs --tensorboard DIR"]
+    (tmp_path / "file").write_text("")
+    proc = run_cli(
+        "study",
+        str(STUDIES / "quickstart.toml"),
+        "--storage",
+        f"sqlite:///{tmp_path / 'x.db'}",
+        "--artifact-dir",
+        str(tmp_path / "file" / "a"),
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("hpo: error: --artifact-dir: cannot create artifact folder")
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert not Path(tmp_path / "x.db").exists()
