@@ -97,9 +97,10 @@ def test_four_workers_share_a_postgresql_study(postgres_url, tmp_path):
     study = load(url)
     assert_finished_trials(study, 20)
     assert len({t.user_attrs["worker"] for t in study.trials}) == 4  # four processes ran them
-    # each trial's artifacts (curves, history, model), uploaded by four processes into one store
-    assert all(sum(k.startswith("artifacts:") for k in t.system_attrs) == 3 for t in study.trials)
-    assert len(list(artifacts.iterdir())) == 60
+    # each trial's artifacts (curves, history JSON and CSV, a model when best), from four processes into one store
+    counts = [sum(k.startswith("artifacts:") for k in t.system_attrs) for t in study.trials]
+    assert min(counts) >= 3
+    assert len(list(artifacts.iterdir())) == sum(counts)
 
 
 def test_four_simultaneous_first_starts_on_mariadb_make_one_study(mysql_url):
