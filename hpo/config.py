@@ -130,6 +130,10 @@ _SECTION_KEYS: dict[str, tuple[str, ...]] = {
         "seed",
         "n_trials",
         "timeout",
+        "max_trials",
+        "heartbeat_interval",
+        "grace_period",
+        "max_retries",
     ),
     "data": ("dataset", "data_dir", "train_size", "validation_fraction", "split_seed"),
     "objective": ("monitor", "target", "max_epochs"),
@@ -152,6 +156,10 @@ class StudySettings:
     seed: int | None = None
     n_trials: int | None = 20
     timeout: float | None = None
+    max_trials: int | None = None  # cap on finished trials of the whole study, across all workers
+    heartbeat_interval: int = 30  # seconds between a running trial's heartbeats (RDB storages)
+    grace_period: int | None = None  # seconds without heartbeat before a trial is FAIL (None: 2 x interval)
+    max_retries: int = 2  # times a trial left stale by a dead worker is re-queued
 
 
 @dataclasses.dataclass(frozen=True)
@@ -450,6 +458,16 @@ def _parse_study(chk: _Checker, t: Mapping[str, Any], default_name: str) -> Stud
     timeout = chk.number(t, "study.timeout", None)
     if timeout is not None and timeout < 0:
         raise chk.error("study.timeout", f"must be >= 0 seconds, but got {timeout!r}")
+    max_trials = chk.integer(t, "study.max_trials", None, minimum=1)
+    heartbeat_interval = chk.integer(t, "study.heartbeat_interval", 30, minimum=1)
+    grace_period = chk.integer(t, "study.grace_period", None, minimum=1)
+    if grace_period is not None and grace_period <= heartbeat_interval:
+        raise chk.error(
+            "study.grace_period",
+            f"must be longer than study.heartbeat_interval ({heartbeat_interval} s), but got {grace_period!r}: "
+            "live trials would be failed",
+        )
+    max_retries = chk.integer(t, "study.max_retries", 2, minimum=0)
     return StudySettings(
         name=name,
         sampler=sampler,
@@ -459,6 +477,10 @@ def _parse_study(chk: _Checker, t: Mapping[str, Any], default_name: str) -> Stud
         seed=seed,
         n_trials=n_trials,
         timeout=timeout or None,
+        max_trials=max_trials,
+        heartbeat_interval=heartbeat_interval,
+        grace_period=grace_period,
+        max_retries=max_retries,
     )
 
 

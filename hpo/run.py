@@ -1,4 +1,4 @@
-"""The command line: ``python -m hpo.run study|list|report|dashboard ...``.
+"""The command line: ``python -m hpo.run study|list|report|dashboard|proxy ...``.
 
 Exit codes: 0 done, 2 bad input (one line on stderr, nothing stored changed), 1 a worker
 stopped on an unexpected error, 130 interrupted (Ctrl-C), 143 terminated (SIGTERM).
@@ -18,6 +18,7 @@ from typing import Any
 # Before TensorFlow is imported anywhere: keep its C++ start-up chatter off the terminal.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("GRPC_VERBOSITY", "NONE")  # gRPC's C++ log lines; hpo reports its errors itself
 
 from hpo.errors import HpoError  # noqa: E402
 
@@ -119,6 +120,35 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="with --tensorboard: also log per batch (one point per 32 steps, the steps run per execution)",
     )
+    p.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="run N worker processes on this machine sharing the study; --n-trials is split between them "
+        "(use PostgreSQL or MySQL when workers run on several machines)",
+    )
+    p.add_argument(
+        "--threads",
+        type=_positive_int,
+        metavar="N",
+        help="CPU threads TensorFlow may use in each worker (default: the machine's cores divided by --workers)",
+    )
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+    p = sub.add_parser(
+        "proxy",
+        help="serve a storage to many workers through Optuna's gRPC proxy",
+        description=(
+            "Serve the storage at --storage through Optuna's gRPC storage proxy, so that many workers "
+            "(--storage grpc://HOST:PORT) share one study without each holding database connections. "
+            "Runs until interrupted. Workers behind the proxy have no heartbeat: a crashed worker's "
+            "trial stays RUNNING."
+        ),
+    )
+    _storage_arg(p)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
+    p.add_argument("--port", type=_port, default=13000, help="port to listen on (default 13000)")
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
     p = sub.add_parser(
@@ -179,8 +209,8 @@ def _storage_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--storage",
         metavar="URL",
-        help="storage URL: sqlite:///FILE, postgresql+psycopg2://USER@HOST/DB, mysql+pymysql://USER@HOST/DB "
-        "(default: $HPO_STORAGE, else sqlite:///studies/hpo.db)",
+        help="storage URL: sqlite:///FILE, postgresql+psycopg2://USER@HOST/DB, mysql+pymysql://USER@HOST/DB, "
+        "grpc://HOST:PORT (default: $HPO_STORAGE, else sqlite:///studies/hpo.db)",
     )
 
 
@@ -210,7 +240,7 @@ def _import_tensorflow_quietly() -> None:
 def cmd_study(args: argparse.Namespace) -> int:
     from hpo.config import load_config
     from hpo.data import prepare
-    from hpo.storage import make_storage, mask_url, open_study, resolve_url
+    from hpo.storage import mask_url, open_study, resolve_url
 
     overrides = list(args.overrides)
     if args.seed is not None:
@@ -231,12 +261,18 @@ def cmd_study(args: argparse.Namespace) -> int:
         from hpo.artifacts import make_artifact_store
 
         artifact_store = make_artifact_store(args.artifact_dir)
+    if args.workers > 1:
+        return _run_workers(args, cfg, url, n_trials)
     split = prepare(cfg.data)  # data errors surface before anything is stored
-    storage = make_storage(url)
+    storage = _make_storage(url, cfg)
     study = open_study(cfg, storage, args.study_name)
-    before = len(study.get_trials(deepcopy=False))
 
     _import_tensorflow_quietly()
+    if args.threads is not None:
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
     from hpo.errors import TrialFailed
     from hpo.objective import Objective
 
@@ -249,30 +285,273 @@ def cmd_study(args: argparse.Namespace) -> int:
         from hpo.artifacts import tensorboard_factory
 
         keras_callbacks.append(tensorboard_factory(args.tensorboard, study.study_name, batches=args.tensorboard_batches))
-    objective = Objective(cfg, split, callbacks=tuple(callbacks), keras_callbacks=tuple(keras_callbacks))
+    objective = _tag_worker(Objective(cfg, split, callbacks=tuple(callbacks), keras_callbacks=tuple(keras_callbacks)))
     print(
         f"study {study.study_name!r} in {mask_url(url)}: {cfg.data.dataset} ({len(split.x_train)} train / "
         f"{len(split.x_val)} validation), {cfg.objective.monitor} >= {cfg.objective.target} "
         f"within {cfg.objective.max_epochs} epochs; running {n_trials if n_trials is not None else 'unlimited'} trials",
         flush=True,
     )
+    _one_line_thread_errors(url)
     started = time.perf_counter()
     try:
-        study.optimize(
-            objective,
-            n_trials=n_trials,
-            timeout=timeout,
-            catch=(TrialFailed,),
-            gc_after_trial=False,  # the objective clears Keras' session and collects itself
-            show_progress_bar=not args.no_progress and (n_trials is not None or timeout is not None),
-        )
+        if cfg.study.max_trials is None:
+            study.optimize(
+                objective,
+                n_trials=n_trials,
+                timeout=timeout,
+                catch=(TrialFailed,),
+                gc_after_trial=False,  # the objective clears Keras' session and collects itself
+                show_progress_bar=not args.no_progress and (n_trials is not None or timeout is not None),
+            )
+        elif _optimize_capped(study, objective, cfg.study.max_trials, n_trials, timeout):
+            print(f"study.max_trials = {cfg.study.max_trials} reached: this worker stops", flush=True)
     except KeyboardInterrupt as e:
         code = EXIT_TERMINATED if isinstance(e, Terminated) else EXIT_INTERRUPTED
         what = "terminated" if code == EXIT_TERMINATED else "interrupted"
         print(f"hpo: {what}: the running trial is stored as FAIL; run the same command to continue the study", file=sys.stderr)
         return code
-    print(summary(study, cfg, before, time.perf_counter() - started))
+    except Exception as e:
+        cause = _database_error_in(e)
+        if cause is None:
+            raise
+        from hpo.storage import _scrub
+
+        print(
+            f"hpo: storage {mask_url(url)} failed mid-study: {_scrub(str(getattr(cause, 'orig', cause)), url)}", file=sys.stderr
+        )
+        return 1
+    own = _trials_of(study, {os.getpid()})  # other workers may have added trials meanwhile
+    print(summary(study, cfg, len(study.get_trials(deepcopy=False)) - own, time.perf_counter() - started))
     return 0
+
+
+WORKER_ATTR = "worker"  # user attr: HOST:PID of the process that ran the trial
+
+
+def _tag_worker(objective: Any) -> Any:
+    """Record which process ran each trial (user attr ``worker``), so shared studies can tell."""
+    import socket
+
+    tag = f"{socket.gethostname()}:{os.getpid()}"
+
+    def tagged(trial: Any) -> float:
+        trial.set_user_attr(WORKER_ATTR, tag)
+        return objective(trial)
+
+    return tagged
+
+
+def _trials_of(study: Any, pids: set[int]) -> int:
+    """How many trials of ``study`` processes ``pids`` of this host ran."""
+    import socket
+
+    tags = {f"{socket.gethostname()}:{pid}" for pid in pids}
+    return sum(t.user_attrs.get(WORKER_ATTR) in tags for t in study.get_trials(deepcopy=False))
+
+
+def _make_storage(url: str, cfg: Any) -> Any:
+    from hpo.storage import make_storage
+
+    s = cfg.study
+    return make_storage(url, heartbeat_interval=s.heartbeat_interval, grace_period=s.grace_period, max_retry=s.max_retries)
+
+
+def _one_line_thread_errors(url: str) -> None:
+    """A database error in Optuna's heartbeat thread: one line (password hidden), no traceback."""
+    import threading
+
+    from hpo.storage import _scrub, mask_url
+
+    previous = threading.excepthook
+
+    def hook(args: Any) -> None:
+        cause = _database_error_in(args.exc_value) if args.exc_value is not None else None
+        if cause is None:
+            previous(args)
+            return
+        text = _scrub(str(getattr(cause, "orig", cause)), url)
+        print(f"hpo: heartbeat to {mask_url(url)} failed: {text}", file=sys.stderr, flush=True)
+
+    threading.excepthook = hook
+
+
+def _database_error_in(e: BaseException) -> BaseException | None:
+    """The database error behind ``e`` (Optuna may raise another error while handling one)."""
+    import sqlalchemy.exc
+
+    seen: set[int] = set()
+    found = None
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, sqlalchemy.exc.SQLAlchemyError):
+            return e
+        if found is None and type(e).__name__ == "StorageInternalError":
+            found = e
+        e = e.__cause__ or e.__context__
+    return found
+
+
+# --------------------------------------------------------------------------------------------
+# study.max_trials: a cap on the whole study, whichever worker runs the trials
+
+
+def _cap_count(study: Any, before_number: int | None = None) -> tuple[int, int]:
+    """(trials that count towards the cap, trials waiting to be retried).
+
+    Counted: finished (COMPLETE, PRUNED), RUNNING and WAITING trials; FAIL trials do not count
+    (their retries do).  With ``before_number``, only trials numbered below it.
+    """
+    from optuna.trial import TrialState
+
+    counted = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
+    trials = study.get_trials(deepcopy=False, states=counted)
+    if before_number is not None:
+        trials = [t for t in trials if t.number < before_number]
+    return len(trials), sum(t.state == TrialState.WAITING for t in trials)
+
+
+def _optimize_capped(study: Any, objective: Any, max_trials: int, n_trials: int | None, timeout: float | None) -> bool:
+    """Run trials one by one until this worker's share is done or the study holds ``max_trials``
+    (then return True).
+
+    Before each trial: trials of dead workers are failed (and re-queued) and the cap is checked.
+    Two workers can pass that check at the same instant; the trial numbers then decide: a new
+    trial with ``max_trials`` counted trials below its number is surplus, stored as FAIL with
+    ``stop_reason = "max_trials"`` without training, and its worker stops.
+    """
+    import warnings
+
+    import optuna
+
+    from hpo.errors import TrialFailed
+
+    def capped(trial: optuna.Trial) -> float:
+        this = study.get_trials(deepcopy=False)[trial.number]
+        retry = "failed_trial" in this.system_attrs  # set by RetryHeartbeatStaleTrialCallback
+        if not retry and _cap_count(study, before_number=trial.number)[0] >= max_trials:
+            study.stop()
+            trial.set_user_attr("stop_reason", "max_trials")
+            raise TrialFailed(f"study.max_trials = {max_trials} reached by other workers; trial not run")
+        return objective(trial)
+
+    started = time.monotonic()
+    done = 0
+    while n_trials is None or done < n_trials:
+        if timeout is not None and time.monotonic() - started >= timeout:
+            break
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
+        counted, waiting = _cap_count(study)
+        if counted >= max_trials and not waiting:
+            return True
+        study.optimize(capped, n_trials=1, catch=(TrialFailed,), gc_after_trial=False)
+        done += 1
+        if study._stop_flag:  # set by capped()
+            return True
+    return False
+
+
+# --------------------------------------------------------------------------------------------
+# --workers N: N processes on this machine
+
+
+def _shares(total: int | None, workers: int) -> list[int | None]:
+    """Split ``total`` trials between workers as evenly as possible (None: unlimited each)."""
+    if total is None:
+        return [None] * workers
+    base, extra = divmod(total, workers)
+    return [base + (i < extra) for i in range(workers) if base + (i < extra) > 0]
+
+
+def _cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _run_workers(args: argparse.Namespace, cfg: Any, url: str, n_trials: int | None) -> int:
+    """Start one ``study`` process per worker, the storage URL in their environment (never on a
+    command line), wait for all; exit 1 if any failed."""
+    import subprocess
+    import threading
+
+    from hpo.storage import _password, mask_url, open_study
+
+    if url.startswith("sqlite") and ":memory:" in url:
+        raise HpoError("an in-memory SQLite storage cannot be shared by --workers: use a file, PostgreSQL or MySQL")
+    storage = _make_storage(url, cfg)  # reachable? creates the study once, before the workers race for it
+    study = open_study(cfg, storage, args.study_name)
+    name = study.study_name
+    if hasattr(storage, "engine"):
+        storage.engine.dispose()
+    shares = _shares(n_trials, args.workers)
+    if not shares:
+        print(f"study {name!r} in {mask_url(url)}: 0 trials to run, no worker started", flush=True)
+        return 0
+    threads = args.threads or max(1, _cpu_count() // len(shares))
+    env = dict(os.environ, HPO_STORAGE=url, OMP_NUM_THREADS=str(threads))
+    env.update(TF_NUM_INTRAOP_THREADS=str(threads), TF_NUM_INTEROP_THREADS=str(threads))
+    common = [sys.executable, "-m", "hpo.run"] + (["--debug"] if args.debug else [])
+    common += ["study", args.study_file, "--study-name", name, "--no-progress", "--threads", str(threads)]
+    for item in args.overrides:
+        common += ["--set", item]
+    if args.no_artifacts:
+        common += ["--no-artifacts"]
+    elif args.artifact_dir:
+        common += ["--artifact-dir", args.artifact_dir]
+    if args.tensorboard:
+        common += ["--tensorboard", args.tensorboard] + (["--tensorboard-batches"] if args.tensorboard_batches else [])
+    if args.timeout is not None:
+        common += ["--timeout", str(args.timeout)]
+    print(
+        f"study {name!r} in {mask_url(url)}: {len(shares)} worker processes x {threads} CPU threads, "
+        f"trials per worker: {', '.join('unlimited' if s is None else str(s) for s in shares)}",
+        flush=True,
+    )
+    started = time.perf_counter()
+    procs: list[subprocess.Popen] = []
+    pumps: list[threading.Thread] = []
+    lock = threading.Lock()
+
+    password = _password(url)
+
+    def pump(i: int, stream: Any) -> None:
+        for line in stream:
+            if password:
+                line = line.replace(password, "***")
+            with lock:
+                sys.stdout.write(f"[worker {i}] {line}")
+                sys.stdout.flush()
+
+    try:
+        for i, share in enumerate(shares):
+            argv = common + ([] if share is None else ["--n-trials", str(share)])
+            if cfg.study.seed is not None:  # one seed per worker, or they would all sample the same parameters
+                argv += ["--seed", str(cfg.study.seed + i)]
+            proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+            procs.append(proc)
+            pumps.append(threading.Thread(target=pump, args=(i, proc.stdout), daemon=True))
+            pumps[-1].start()
+        codes = [p.wait() for p in procs]
+    except KeyboardInterrupt as e:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT)
+        for p in procs:
+            p.wait()
+        raise
+    for t in pumps:
+        t.join(timeout=5)
+    failed = [(i, c) for i, c in enumerate(codes) if c != 0]
+    for i, c in failed:
+        print(f"hpo: worker {i} exited with code {c}", file=sys.stderr)
+    study = open_study(cfg, _make_storage(url, cfg), name)
+    own = _trials_of(study, {p.pid for p in procs})
+    print(summary(study, cfg, len(study.get_trials(deepcopy=False)) - own, time.perf_counter() - started))
+    return 1 if failed else 0
 
 
 def summary(study: Any, cfg: Any, before: int, seconds: float) -> str:
@@ -328,6 +607,34 @@ def cmd_list(args: argparse.Namespace) -> int:
         value = f"{best.value:.4f}" if best is not None else "-"
         ett = best.user_attrs.get("epochs_to_target") if best is not None else None
         print(f"{s.study_name:<{width}}  {s.n_trials:>6}  {value:>10}  {ett if ett is not None else '-'}")
+    return 0
+
+
+def cmd_proxy(args: argparse.Namespace) -> int:
+    import optuna
+
+    from hpo.storage import make_storage, mask_url, resolve_url
+
+    url = resolve_url(args.storage)
+    if url.startswith("grpc://"):
+        raise HpoError("proxy --storage needs a database URL (postgresql+psycopg2://, mysql+pymysql://, sqlite:///), not grpc://")
+    storage = optuna.storages.get_storage(make_storage(url))  # with Optuna's in-process cache, as its docs advise
+    try:
+        # What optuna.storages.run_grpc_proxy_server does, split so that a busy port is reported
+        # before "serving" is printed.
+        from optuna.storages._grpc.server import make_server
+    except ImportError as e:
+        raise HpoError(f"no gRPC support ({e.name or e}): pip install 'hpo[grpc]'") from None
+    try:
+        server = make_server(storage, args.host, args.port)
+    except RuntimeError:  # grpc cannot bind
+        raise HpoError(f"cannot listen on {args.host}:{args.port}: address in use or not available") from None
+    server.start()
+    print(f"serving {mask_url(url)} on grpc://{args.host}:{args.port}; workers: --storage grpc://HOST:{args.port}", flush=True)
+    try:
+        server.wait_for_termination()
+    finally:
+        server.stop(grace=2)
     return 0
 
 
@@ -389,7 +696,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"study": cmd_study, "list": cmd_list, "report": cmd_report, "dashboard": cmd_dashboard}
+COMMANDS = {"study": cmd_study, "list": cmd_list, "report": cmd_report, "dashboard": cmd_dashboard, "proxy": cmd_proxy}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import logging
 import os
+import random
 import re
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -27,6 +30,7 @@ __all__ = [
     "make_pruner",
     "make_sampler",
     "make_storage",
+    "hide_password_in_logs",
     "mask_url",
     "open_study",
     "resolve_url",
@@ -35,6 +39,9 @@ __all__ = [
 DEFAULT_STORAGE = "sqlite:///studies/hpo.db"
 STUDY_ATTR = "hpo"  # study user attr holding the settings costs depend on
 CONNECT_TIMEOUT = 10  # seconds before an unreachable database is reported
+# Connections one worker process may hold: pool_size + max_overflow (see docs/cluster.md).
+POOL_SIZE, MAX_OVERFLOW = 2, 2
+INIT_ATTEMPTS = 6  # workers starting at the same instant race to create the tables: retry
 
 
 def resolve_url(url: str | None) -> str:
@@ -63,6 +70,67 @@ def _host(url: str) -> str:
     return m.group(1) if m and m.group(1) else "localhost"
 
 
+class _HidePassword(logging.Filter):
+    def __init__(self, password: str):
+        super().__init__()
+        self.password = password
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if self.password in message:
+            record.msg, record.args = message.replace(self.password, "***"), None
+        return True
+
+
+def hide_password_in_logs(url: str) -> None:
+    """Replace the password of ``url`` by ``***`` in every line Optuna, SQLAlchemy or hpo logs."""
+    pw = _password(url)
+    if not pw:
+        return
+    import optuna.logging
+
+    flt = _HidePassword(pw)
+    loggers = [logging.getLogger(), logging.getLogger("optuna"), logging.getLogger("sqlalchemy")]
+    optuna.logging.get_logger("optuna")  # make sure Optuna's own handler exists
+    for logger in loggers:
+        logger.addFilter(flt)
+        for handler in logger.handlers:
+            if not any(isinstance(f, _HidePassword) and f.password == pw for f in handler.filters):
+                handler.addFilter(flt)
+
+
+def _is_creation_race(error: Exception) -> bool:
+    """True for the errors of two workers creating the same tables or version row at once."""
+    import sqlalchemy.exc
+
+    if isinstance(error, (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError)):
+        return True
+    text = str(getattr(error, "orig", error)).lower()
+    return isinstance(error, sqlalchemy.exc.OperationalError) and ("already exists" in text or "deadlock" in text)
+
+
+def _grpc_storage(url: str) -> optuna.storages.BaseStorage:
+    m = re.fullmatch(r"grpc://([^:/]+):(\d+)/?", url)
+    if not m:
+        raise StorageError(f"malformed gRPC storage URL {url!r}: expected grpc://HOST:PORT")
+    host, port = m.group(1), int(m.group(2))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            proxy = optuna.storages.GrpcStorageProxy(host=host, port=port)
+    except ImportError as e:
+        raise StorageError(f"no gRPC support for {url} ({e.name or e}): pip install 'hpo[grpc]'") from None
+    try:
+        proxy.wait_server_ready(timeout=CONNECT_TIMEOUT)
+    except Exception:  # grpc.FutureTimeoutError
+        proxy.close()
+        raise StorageError(
+            f"cannot reach the storage proxy at {host}:{port} within {CONNECT_TIMEOUT} s: "
+            f"start it with python -m hpo.run proxy --storage URL --port {port}"
+        ) from None
+    return proxy
+
+
 def make_storage(
     url: str,
     *,
@@ -70,11 +138,17 @@ def make_storage(
     grace_period: int | None = None,
     max_retry: int = 2,
 ) -> optuna.storages.BaseStorage:
-    """Build the storage behind ``url``; errors are one line naming the URL without password."""
+    """Build the storage behind ``url``; errors are one line naming the URL without password.
+
+    ``grpc://HOST:PORT`` joins a storage served by ``python -m hpo.run proxy`` (no heartbeat:
+    Optuna's gRPC proxy cannot record one, so crashed trials there stay RUNNING).
+    """
     shown = mask_url(url)
     scheme = url.split("://", 1)[0] if "://" in url else ""
     if not scheme:
         raise StorageError(f"malformed storage URL {shown!r}: expected e.g. sqlite:///studies/hpo.db")
+    if scheme == "grpc":
+        return _grpc_storage(url)
     engine_kwargs: dict[str, Any] = {"pool_pre_ping": True}
     if scheme.startswith("sqlite"):
         path = url.split(":///", 1)[1] if ":///" in url else ""
@@ -84,28 +158,34 @@ def make_storage(
             except OSError as e:
                 raise StorageError(f"cannot create the folder of {shown}: {e.strerror}") from None
         engine_kwargs["connect_args"] = {"timeout": 60}
-    elif scheme.startswith("postgresql"):
-        engine_kwargs.update(pool_size=2, max_overflow=2, connect_args={"connect_timeout": CONNECT_TIMEOUT})
-    elif scheme.startswith("mysql"):
-        engine_kwargs.update(pool_size=2, max_overflow=2, connect_args={"connect_timeout": CONNECT_TIMEOUT})
+    elif scheme.startswith("postgresql") or scheme.startswith("mysql"):
+        engine_kwargs.update(pool_size=POOL_SIZE, max_overflow=MAX_OVERFLOW, connect_args={"connect_timeout": CONNECT_TIMEOUT})
     else:
-        raise StorageError(f"unsupported storage URL {shown!r}: use sqlite:///, postgresql+psycopg2:// or mysql+pymysql://")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(
-                url,
-                engine_kwargs=engine_kwargs,
-                heartbeat_interval=heartbeat_interval,
-                grace_period=grace_period,
-                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry),
-            )
-    except ImportError as e:
-        extra = "postgres" if scheme.startswith("postgresql") else "mysql"
-        raise StorageError(f"no database driver for {shown} ({e.name or e}): pip install 'hpo[{extra}]'") from None
-    except Exception as e:  # SQLAlchemy's errors carry the driver's message in .orig
-        orig = getattr(e, "orig", None) or e
-        raise StorageError(f"cannot open storage {shown} (host {_host(url)}): {_scrub(str(orig), url)}") from None
+        raise StorageError(
+            f"unsupported storage URL {shown!r}: use sqlite:///, postgresql+psycopg2://, mysql+pymysql:// or grpc://"
+        )
+    hide_password_in_logs(url)
+    for attempt in range(INIT_ATTEMPTS):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    url,
+                    engine_kwargs=engine_kwargs,
+                    heartbeat_interval=heartbeat_interval,
+                    grace_period=grace_period,
+                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry),
+                )
+        except ImportError as e:
+            extra = "postgres" if scheme.startswith("postgresql") else "mysql"
+            raise StorageError(f"no database driver for {shown} ({e.name or e}): pip install 'hpo[{extra}]'") from None
+        except Exception as e:  # SQLAlchemy's errors carry the driver's message in .orig
+            if attempt + 1 < INIT_ATTEMPTS and _is_creation_race(e):
+                time.sleep(random.uniform(0.1, 0.5) * (attempt + 1))
+                continue
+            orig = getattr(e, "orig", None) or e
+            raise StorageError(f"cannot open storage {shown} (host {_host(url)}): {_scrub(str(orig), url)}") from None
+    raise AssertionError("unreachable")
 
 
 # --------------------------------------------------------------------------------------------
@@ -195,11 +275,16 @@ def open_study(cfg: StudyConfig, storage: optuna.storages.BaseStorage, study_nam
         storage=storage, study_name=name, direction="minimize", sampler=sampler, pruner=pruner, load_if_exists=True
     )
     if STUDY_ATTR not in study.user_attrs:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            study.set_metric_names(["epochs_to_target"])
-        study.set_user_attr(STUDY_ATTR, {"identity": identity, "source": cfg.source, "data": dataclasses.asdict(cfg.data)})
-        _save_note(study, cfg)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                study.set_metric_names(["epochs_to_target"])
+            study.set_user_attr(STUDY_ATTR, {"identity": identity, "source": cfg.source, "data": dataclasses.asdict(cfg.data)})
+        except Exception:  # another worker created the same study at the same instant and wrote them first
+            if STUDY_ATTR not in optuna.load_study(study_name=name, storage=storage).user_attrs:
+                raise
+        else:
+            _save_note(study, cfg)
     return study
 
 
