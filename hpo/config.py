@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import re
 import tomllib
 import types
 from collections.abc import Mapping, Sequence
@@ -22,6 +23,8 @@ from hpo.errors import ConfigError
 __all__ = [
     "ACTIVATIONS",
     "DATASETS",
+    "IMAGE_SIZES",
+    "INDEX_SUFFIXES",
     "INITIALIZERS",
     "MONITORS",
     "OPTIMIZERS",
@@ -38,9 +41,11 @@ __all__ = [
     "StudyConfig",
     "StudySettings",
     "apply_overrides",
+    "indexed_key",
     "load_config",
     "parse_config",
     "parse_override",
+    "resolve_key",
 ]
 
 # Names as Keras' own ``get`` functions know them (a test checks each one resolves).
@@ -60,6 +65,8 @@ INITIALIZERS = (
 )
 OPTIMIZERS = ("sgd", "rmsprop", "adagrad", "adadelta", "adam", "adamax", "nadam", "adamw")
 DATASETS = ("fashion_mnist", "mnist", "digits")
+# (height, width) of each dataset's images, known without loading it (for shape checks).
+IMAGE_SIZES = {"fashion_mnist": (28, 28), "mnist": (28, 28), "digits": (8, 8)}
 SAMPLERS = ("tpe", "random", "grid")
 PRUNERS = ("median", "percentile", "hyperband", "successive_halving", "none")
 # Keras 3 names the metric ``accuracy``; ``acc`` is accepted as an alias.
@@ -78,6 +85,13 @@ class KeySpec:
     maximum_open: bool = False
     minimum_open: bool = False
     help: str = ""
+    # Count keys this key is indexed by, outermost first: ("stages", "blocks") makes one value
+    # per block of each stage, named ``<key>_s{i}_b{j}``; see :func:`resolve_key`.
+    per: tuple[str, ...] = ()
+
+
+# Suffix letter of each count key in indexed names (``filters_1x1_s1_b0``, ``units_l2``).
+INDEX_SUFFIXES = {"stages": "s", "blocks": "b", "layers": "l"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,6 +130,37 @@ SPACE_SCHEMAS: dict[str, dict[str, KeySpec]] = {
         "initializer": KeySpec("str", "glorot_uniform", choices=INITIALIZERS, help="hidden-layer kernel initializer"),
         "dropout": KeySpec("float", 0.0, minimum=0.0, maximum=1.0, maximum_open=True, help="dropout after each hidden layer"),
         "batchnorm": KeySpec("bool", False, help="BatchNormalization between Dense and activation"),
+        **_TRAINING_KEYS,
+    },
+    # Stem ConvBlock -> per stage: InceptionBlocks, then a DownsampleBlock -> pooling -> softmax.
+    # An indexed key (``blocks_s1``, ``filters_3x3_s1_b2``, ``filters_1x1_s0``) overrides its
+    # plain key for that stage/block, so non-uniform networks are exact points of the space.
+    "inception": {
+        "stem_filters": KeySpec("int", 96, minimum=1, help="filters of the 3x3 stem ConvBlock"),
+        "stages": KeySpec("int", 2, minimum=1, help="stages, each InceptionBlocks then a DownsampleBlock (halves the map)"),
+        "blocks": KeySpec("int", 2, minimum=0, per=("stages",), help="InceptionBlocks per stage (blocks_s0, blocks_s1, ...)"),
+        "filters_1x1": KeySpec(
+            "int", 32, minimum=1, per=("stages", "blocks"), help="filters of a block's 1x1 branch (filters_1x1_s0_b0, ...)"
+        ),
+        "filters_3x3": KeySpec(
+            "int", 48, minimum=1, per=("stages", "blocks"), help="filters of a block's 3x3 branch (filters_3x3_s0_b0, ...)"
+        ),
+        "down_filters": KeySpec(
+            "int", 80, minimum=1, per=("stages",), help="filters of the stride-2 conv of a DownsampleBlock (down_filters_s0, ...)"
+        ),
+        "activation": KeySpec("str", "relu", choices=ACTIVATIONS, help="activation of every ConvBlock"),
+        "initializer": KeySpec("str", "glorot_uniform", choices=INITIALIZERS, help="kernel initializer of every convolution"),
+        "batchnorm": KeySpec("bool", True, help="BatchNormalization between each convolution and its activation"),
+        "batchnorm_momentum": KeySpec(
+            "float",
+            0.9,
+            minimum=0.0,
+            minimum_open=True,
+            maximum=1.0,
+            maximum_open=True,
+            help="momentum of BatchNormalization's moving statistics (Keras' 0.99 lags in short epochs)",
+        ),
+        "dropout": KeySpec("float", 0.0, minimum=0.0, maximum=1.0, maximum_open=True, help="dropout before the softmax head"),
         **_TRAINING_KEYS,
     },
 }
@@ -443,6 +488,7 @@ def parse_config(
     model = _parse_model(chk, tables["model"])
     space = _parse_space(chk, chk.table(raw, "space"))
     cfg = StudyConfig(source=source, study=study, data=data, objective=objective, model=model, space=space)
+    _check_image_size(chk, cfg)
     _check_sampler_and_pruner(chk, cfg)
     return cfg
 
@@ -517,6 +563,42 @@ def _parse_model(chk: _Checker, t: Mapping[str, Any]) -> ModelSettings:
     return ModelSettings(family=tuple(families))
 
 
+def indexed_key(key: str, per: Sequence[str], indices: Sequence[int]) -> str:
+    """``indexed_key("filters_1x1", ("stages", "blocks"), (1, 0)) == "filters_1x1_s1_b0"``."""
+    return key + "".join(f"_{INDEX_SUFFIXES[c]}{i}" for c, i in zip(per, indices, strict=False))
+
+
+def resolve_key(specs: Mapping[str, ParamSpec], family: str, key: str, indices: Sequence[int]) -> str:
+    """The space key that governs ``key`` at ``indices``: the most specific indexed key present.
+
+    ``filters_3x3`` at stage 1, block 2 is governed by ``filters_3x3_s1_b2`` if the space has
+    it, else ``filters_3x3_s1``, else ``filters_3x3``.
+    """
+    per = SPACE_SCHEMAS[family][key].per
+    for n in range(len(indices), 0, -1):
+        name = indexed_key(key, per, indices[:n])
+        if name in specs:
+            return name
+    return key
+
+
+_INDEXED = re.compile(r"^(?P<key>[a-z0-9_]+?)(?P<suffix>(?:_[a-z]\d+)+)$")
+
+
+def _split_indexed(schema: Mapping[str, KeySpec], name: str) -> tuple[str, tuple[int, ...]] | None:
+    """``"blocks_s1"`` -> ``("blocks", (1,))`` when the schema indexes ``blocks`` so, else None."""
+    m = _INDEXED.match(name)
+    if m is None or m.group("key") not in schema:
+        return None
+    per = schema[m.group("key")].per
+    parts = re.findall(r"_([a-z])(\d+)", m.group("suffix"))
+    if not per or len(parts) > len(per):
+        return None
+    if any(letter != INDEX_SUFFIXES[c] for (letter, _), c in zip(parts, per, strict=False)):
+        return None
+    return m.group("key"), tuple(int(i) for _, i in parts)
+
+
 def _parse_space(chk: _Checker, t: Mapping[str, Any]) -> Mapping[str, Mapping[str, ParamSpec]]:
     for family in t:
         if family not in SPACE_SCHEMAS:
@@ -524,13 +606,60 @@ def _parse_space(chk: _Checker, t: Mapping[str, Any]) -> Mapping[str, Mapping[st
     out: dict[str, Mapping[str, ParamSpec]] = {}
     for family, schema in SPACE_SCHEMAS.items():
         table = chk.table(t, f"space.{family}")
-        chk.check_keys(table, f"space.{family}", tuple(schema))
         specs = {}
+        indexed: dict[str, tuple[str, tuple[int, ...]]] = {}
+        for name in table:
+            if name in schema:
+                continue
+            split = _split_indexed(schema, name)
+            if split is None:
+                raise chk.unknown(f"space.{family}.{name}", tuple(schema))
+            indexed[name] = split
         for key, spec in schema.items():
             raw = table.get(key, spec.default)
             specs[key] = _parse_spec(chk, f"space.{family}.{key}", spec, raw)
+        for name, (key, _) in indexed.items():
+            specs[name] = _parse_spec(chk, f"space.{family}.{name}", schema[key], table[name])
+        for name, (key, indices) in indexed.items():
+            _check_reach(chk, family, specs, name, key, indices)
         out[family] = _frozen(specs)
     return _frozen(out)
+
+
+def _check_reach(
+    chk: _Checker, family: str, specs: Mapping[str, ParamSpec], name: str, key: str, indices: tuple[int, ...]
+) -> None:
+    """An indexed key must address a stage/block that can exist, or it would silently do nothing."""
+    per = SPACE_SCHEMAS[family][key].per
+    for n, (count, i) in enumerate(zip(per, indices, strict=False)):
+        governing = resolve_key(specs, family, count, indices[:n])
+        most = int(spec_values_max(specs[governing]))
+        if i >= most:
+            raise chk.error(
+                f"space.{family}.{name}",
+                f"addresses {count[:-1]} {i} (counted from 0), but space.{family}.{governing} allows at most {most}",
+            )
+
+
+def _check_image_size(chk: _Checker, cfg: StudyConfig) -> None:
+    """Refuse an Inception space whose downsampling shrinks the dataset's images below 1x1."""
+    if "inception" not in cfg.model.family:
+        return
+    height, width = IMAGE_SIZES[cfg.data.dataset]
+    size = min(height, width)
+    sizes = [size]
+    while size >= 3:
+        size = (size - 3) // 2 + 1
+        sizes.append(size)
+    fits = len(sizes) - 1  # downsampling stages the images survive
+    stages = int(spec_values_max(cfg.space["inception"]["stages"]))
+    if stages > fits:
+        path = " -> ".join(str(s) for s in [*sizes, 0][: stages + 1])
+        raise chk.error(
+            "space.inception.stages",
+            f"{stages} stages would downsample {cfg.data.dataset}'s {height}x{width} images below 1x1 "
+            f"({path}); at most {fits} fit",
+        )
 
 
 def _check_sampler_and_pruner(chk: _Checker, cfg: StudyConfig) -> None:

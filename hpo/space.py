@@ -19,10 +19,10 @@ from typing import Any
 import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
-from hpo.config import Choice, Fixed, ParamSpec, StudyConfig, spec_values_max
+from hpo.config import SPACE_SCHEMAS, Choice, Fixed, ParamSpec, StudyConfig, indexed_key, resolve_key, spec_values_max
 from hpo.errors import ConfigError
 
-__all__ = ["Params", "distributions", "grid_search_space", "param_name", "sample", "FAMILY_SAMPLERS"]
+__all__ = ["Params", "distributions", "grid_search_space", "param_name", "params_from_trial", "sample", "FAMILY_SAMPLERS"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,9 +111,58 @@ def _dense_names(specs: Mapping[str, ParamSpec]) -> dict[str, str]:
     return names
 
 
-# family -> (sampler, names); the Inception family registers itself the same way.
+def _indexed(specs: Mapping[str, ParamSpec], key: str, *indices: int) -> tuple[str, str]:
+    """(Optuna name, governing space key) of an Inception key at a stage/block."""
+    per = SPACE_SCHEMAS["inception"][key].per
+    return indexed_key(key, per, indices), resolve_key(specs, "inception", key, indices)
+
+
+def _sample_inception(s: _Suggester) -> Params:
+    stages = int(s("stages"))
+    blocks: list[tuple[tuple[int, int], ...]] = []
+    down: list[int] = []
+    for i in range(stages):
+        n_blocks = int(s(*_indexed(s.specs, "blocks", i)))
+        stage = []
+        for j in range(n_blocks):
+            f1 = int(s(*_indexed(s.specs, "filters_1x1", i, j)))
+            f3 = int(s(*_indexed(s.specs, "filters_3x3", i, j)))
+            stage.append((f1, f3))
+        blocks.append(tuple(stage))
+        down.append(int(s(*_indexed(s.specs, "down_filters", i))))
+    arch = {
+        "stem_filters": int(s("stem_filters")),
+        "blocks": tuple(blocks),
+        "down_filters": tuple(down),
+        "activation": s("activation"),
+        "initializer": s("initializer"),
+        "batchnorm": bool(s("batchnorm")),
+        "batchnorm_momentum": float(s("batchnorm_momentum")),
+        "dropout": float(s("dropout")),
+    }
+    return s.params(arch)
+
+
+def _inception_names(specs: Mapping[str, ParamSpec]) -> dict[str, str]:
+    """Optuna name -> governing space key, for every name the Inception family can suggest."""
+    schema = SPACE_SCHEMAS["inception"]
+    names = {k: k for k, spec in schema.items() if not spec.per}
+    for i in range(int(spec_values_max(specs["stages"]))):
+        for key in ("blocks", "down_filters"):
+            name, governing = _indexed(specs, key, i)
+            names[name] = governing
+        for j in range(int(spec_values_max(specs[names[f"blocks_s{i}"]]))):
+            for key in ("filters_1x1", "filters_3x3"):
+                name, governing = _indexed(specs, key, i, j)
+                names[name] = governing
+    return names
+
+
+# family -> (sampler, names): the sampler suggests one trial's parameters, names lists every
+# Optuna name the family can suggest with the space key that governs it.
 FAMILY_SAMPLERS: dict[str, tuple[Callable[[_Suggester], Params], Callable[[Mapping[str, ParamSpec]], dict[str, str]]]] = {
     "dense": (_sample_dense, _dense_names),
+    "inception": (_sample_inception, _inception_names),
 }
 
 
@@ -123,6 +172,11 @@ def sample(trial: optuna.Trial, cfg: StudyConfig) -> Params:
     family = trial.suggest_categorical("family", list(families)) if cfg.model.searched else families[0]
     sampler, _ = FAMILY_SAMPLERS[family]
     return sampler(_Suggester(trial, cfg, family))
+
+
+def params_from_trial(cfg: StudyConfig, trial: optuna.trial.FrozenTrial) -> Params:
+    """The parameters a finished trial trained with (e.g. to rebuild and save the best model)."""
+    return sample(optuna.trial.FixedTrial(dict(trial.params)), cfg)
 
 
 def _all_distributions(cfg: StudyConfig):
