@@ -42,24 +42,24 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, but got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, but got {value}")
-    return value
+def _number(kind: type, minimum: float, what: str) -> Any:
+    """An argparse type: ``kind(text)`` at least ``minimum``, else a one-line usage error."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, but got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, but got {value}")
+        return value
+
+    return parse
 
 
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, but got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, but got {value}")
-    return value
+_non_negative_int = _number(int, 0, "a whole number")
+_non_negative_float = _number(float, 0, "a number of seconds")
+_positive_int = _number(int, 1, "a whole number")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -189,13 +189,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _artifact_arg(p: argparse.ArgumentParser, what: str = "per-trial artifacts: learning curves, histories, best models") -> None:
     p.add_argument("--artifact-dir", metavar="DIR", help=f"artifact store folder, {what} (default: studies/artifacts)")
-
-
-def _positive_int(text: str) -> int:
-    value = _non_negative_int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, but got {value}")
-    return value
 
 
 def _port(text: str) -> int:

@@ -54,41 +54,31 @@ def _service_missing(what: str, error: Exception) -> None:
     pytest.skip(message)
 
 
-@pytest.fixture
-def postgres_url() -> str:
-    """A fresh PostgreSQL database for this test, dropped afterwards."""
+def _fresh_database(admin_url: str, what: str, quote: str, drop_options: str = "", **engine_kwargs):
+    """Create a uniquely named database on a real server, yield its URL, drop it afterwards."""
     import sqlalchemy
 
     name = f"hpo_test_{uuid.uuid4().hex[:10]}"
-    admin = sqlalchemy.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5})
+    admin = sqlalchemy.create_engine(admin_url, connect_args={"connect_timeout": 5}, **engine_kwargs)
     try:
         with admin.connect() as c:
-            c.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
+            c.execute(sqlalchemy.text(f"CREATE DATABASE {quote}{name}{quote}"))
     except Exception as e:  # noqa: BLE001
         admin.dispose()
-        _service_missing("PostgreSQL at " + PG_ADMIN_URL.split("@")[-1], e)
-    url = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
-    yield url
+        _service_missing(f"{what} at " + admin_url.split("@")[-1], e)
+    yield admin_url.rsplit("/", 1)[0] + "/" + name
     with admin.connect() as c:
-        c.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        c.execute(sqlalchemy.text(f"DROP DATABASE IF EXISTS {quote}{name}{quote}{drop_options}"))
     admin.dispose()
+
+
+@pytest.fixture
+def postgres_url() -> str:
+    """A fresh PostgreSQL database for this test, dropped afterwards."""
+    yield from _fresh_database(PG_ADMIN_URL, "PostgreSQL", '"', " WITH (FORCE)", isolation_level="AUTOCOMMIT")
 
 
 @pytest.fixture
 def mysql_url() -> str:
     """A fresh MariaDB/MySQL database for this test, dropped afterwards."""
-    import sqlalchemy
-
-    name = f"hpo_test_{uuid.uuid4().hex[:10]}"
-    admin = sqlalchemy.create_engine(MYSQL_ADMIN_URL, connect_args={"connect_timeout": 5})
-    try:
-        with admin.connect() as c:
-            c.execute(sqlalchemy.text(f"CREATE DATABASE `{name}`"))
-    except Exception as e:  # noqa: BLE001
-        admin.dispose()
-        _service_missing("MariaDB at " + MYSQL_ADMIN_URL.split("@")[-1], e)
-    url = MYSQL_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
-    yield url
-    with admin.connect() as c:
-        c.execute(sqlalchemy.text(f"DROP DATABASE IF EXISTS `{name}`"))
-    admin.dispose()
+    yield from _fresh_database(MYSQL_ADMIN_URL, "MariaDB", "`")
