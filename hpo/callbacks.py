@@ -45,11 +45,25 @@ class TargetPruning(keras.callbacks.Callback):
     ``trial.should_prune()`` -> :class:`optuna.TrialPruned`.  A NaN or infinite loss stops
     training with ``stop_reason = "nan"``.  After training, :attr:`stop_reason`,
     :attr:`epochs_to_target`, :attr:`best`, :attr:`last_cost` and :attr:`history` (Keras'
-    logs per epoch, plus ``epoch_seconds``) describe what happened.
+    logs per epoch, plus ``epoch`` and ``epoch_seconds``) describe what happened.
+
+    With sub-epoch checks, each Keras "epoch" is a part of a pass over the training data:
+    ``epoch_fraction`` is the share of a pass it holds, so the epochs counted (``epoch`` in
+    the history, :attr:`epochs_to_target`, :attr:`epochs_run`) are fractional, while the step
+    reported to the pruner is the number of the check.
     """
 
-    def __init__(self, trial: optuna.trial.BaseTrial, monitor: str = "val_accuracy", target: float = 0.88, max_epochs: int = 15):
+    def __init__(
+        self,
+        trial: optuna.trial.BaseTrial,
+        monitor: str = "val_accuracy",
+        target: float = 0.88,
+        max_epochs: int = 15,
+        epoch_fraction: float = 1.0,
+    ):
         super().__init__()
+        if not 0 < epoch_fraction <= 1:
+            raise ValueError(f"epoch_fraction must be in (0, 1], but got {epoch_fraction=}.")
         if monitor not in MONITORS:
             raise ValueError(f"monitor must be one of {', '.join(MONITORS)}, but got {monitor=}.")
         if not 0 < target <= 1:
@@ -60,14 +74,15 @@ class TargetPruning(keras.callbacks.Callback):
         self.monitor = MONITORS[monitor]
         self.target = float(target)
         self.max_epochs = int(max_epochs)
+        self.epoch_fraction = float(epoch_fraction)
         self._reset()
 
     def _reset(self) -> None:
         self.best = -math.inf
-        self.epochs_to_target: int | None = None
+        self.epochs_to_target: float | None = None
         self.stop_reason: str | None = None
         self.last_cost: float | None = None
-        self.epochs_run = 0
+        self.epochs_run: float = 0
         self.history: dict[str, list[float]] = {}
         self._epoch_started = time.perf_counter()
 
@@ -85,12 +100,20 @@ class TargetPruning(keras.callbacks.Callback):
             f"objective.monitor: {self.monitor!r} is not among the metrics Keras logged ({', '.join(sorted(logs)) or 'none'})"
         )
 
+    def epochs_after(self, epoch: int) -> float:
+        """Epochs of training data seen after Keras epoch ``epoch`` (0-based) ends."""
+        if self.epoch_fraction == 1:
+            return epoch + 1
+        return round((epoch + 1) * self.epoch_fraction, 4)
+
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         logs = dict(logs or {})
         for key, value in logs.items():
             self.history.setdefault(key, []).append(float(value))
         self.history.setdefault("epoch_seconds", []).append(time.perf_counter() - self._epoch_started)
-        self.epochs_run = epoch + 1
+        self.epochs_run = self.epochs_after(epoch)
+        if self.epoch_fraction != 1:
+            self.history.setdefault("epoch", []).append(self.epochs_run)
         value = self._value(logs)
         loss = float(logs.get("loss", math.nan))
         if not math.isfinite(loss) or not math.isfinite(value):
@@ -101,16 +124,16 @@ class TargetPruning(keras.callbacks.Callback):
             return
         self.best = max(self.best, value)
         reached = value >= self.target
-        self.last_cost = cost(self.max_epochs, self.target, self.best, epoch + 1 if reached else None)
+        self.last_cost = cost(self.max_epochs, self.target, self.best, self.epochs_run if reached else None)
         self.trial.report(self.last_cost, step=epoch)
         if reached:
-            self.epochs_to_target = epoch + 1
+            self.epochs_to_target = self.epochs_run
             self.stop_reason = "target"
             self.model.stop_training = True
             return
         if self.trial.should_prune():
             self.stop_reason = "pruned"
-            raise optuna.TrialPruned(f"pruned after epoch {epoch + 1}: {self.monitor} {value:.4f} < {self.target}")
+            raise optuna.TrialPruned(f"pruned after epoch {self.epochs_run:g}: {self.monitor} {value:.4f} < {self.target}")
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         if self.stop_reason is None:

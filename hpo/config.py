@@ -181,7 +181,7 @@ _SECTION_KEYS: dict[str, tuple[str, ...]] = {
         "max_retries",
     ),
     "data": ("dataset", "data_dir", "train_size", "validation_fraction", "split_seed"),
-    "objective": ("monitor", "target", "max_epochs"),
+    "objective": ("monitor", "target", "max_epochs", "checks_per_epoch"),
     "model": ("family",),
 }
 _SECTIONS = (*_SECTION_KEYS, "space")
@@ -221,6 +221,7 @@ class ObjectiveSettings:
     monitor: str = "val_accuracy"
     target: float = 0.88
     max_epochs: int = 15
+    checks_per_epoch: int = 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -248,6 +249,7 @@ class StudyConfig:
             "objective.monitor": self.objective.monitor,
             "objective.target": self.objective.target,
             "objective.max_epochs": self.objective.max_epochs,
+            "objective.checks_per_epoch": self.objective.checks_per_epoch,
             "data.dataset": self.data.dataset,
         }
 
@@ -547,7 +549,10 @@ def _parse_objective(chk: _Checker, t: Mapping[str, Any]) -> ObjectiveSettings:
     if not 0 < target <= 1:
         raise chk.error("objective.target", f"must be in (0, 1], but got {target!r}")
     max_epochs = chk.integer(t, "objective.max_epochs", 15, minimum=1)
-    return ObjectiveSettings(monitor=MONITORS[monitor], target=target, max_epochs=max_epochs)
+    checks = chk.integer(t, "objective.checks_per_epoch", 1, minimum=1)
+    if checks > 100:
+        raise chk.error("objective.checks_per_epoch", f"must be <= 100 (each check is a pass over the validation split), but got {checks}")
+    return ObjectiveSettings(monitor=MONITORS[monitor], target=target, max_epochs=max_epochs, checks_per_epoch=checks)
 
 
 def _parse_model(chk: _Checker, t: Mapping[str, Any]) -> ModelSettings:

@@ -11,6 +11,7 @@ import gc
 import math
 import time
 from collections.abc import Callable
+from typing import Any
 
 import keras
 import optuna
@@ -35,6 +36,64 @@ TRIAL_ATTRS = (
     "history",
 )
 EVAL_BATCH = 1024  # validation batch size: larger is faster and does not change the metric
+
+
+_TENSORS: dict[int, tuple[Split, Any, Any]] = {}
+
+
+def _as_tensors(split: Split) -> tuple[Any, Any]:
+    """The training arrays as TensorFlow tensors, made once per process for the latest split."""
+    import tensorflow as tf
+
+    held = _TENSORS.get(id(split))
+    if held is None or held[0] is not split:
+        _TENSORS.clear()
+        held = _TENSORS[id(split)] = (split, tf.constant(split.x_train), tf.constant(split.y_train))
+    return held[1], held[2]
+
+
+class Schedule:
+    """How one trial's training is cut into checks (Keras epochs) of the target and pruner.
+
+    With one check per epoch, Keras trains on the arrays pass by pass.  With ``k`` checks per
+    epoch, the training data becomes an endless shuffled stream of batches and each Keras
+    epoch is ``steps`` batches, a multiple of the steps per execution, so that every check
+    sees the same amount of new data: ``fraction = steps * batch_size / n`` of a pass
+    (close to ``1/k``).
+    """
+
+    def __init__(self, n: int, batch_size: int, max_epochs: int, checks_per_epoch: int):
+        self.steps_per_execution = models.STEPS_PER_EXECUTION
+        self.steps: int | None = None
+        self.fraction = 1.0
+        self.keras_epochs = max_epochs
+        if checks_per_epoch > 1:
+            steps = max(1, round(n / batch_size / checks_per_epoch))
+            spe = min(models.STEPS_PER_EXECUTION, steps)
+            steps = math.ceil(steps / spe) * spe
+            if steps * batch_size < n:  # else one check would hold a whole pass: plain epochs
+                self.steps_per_execution = spe
+                self.steps = steps
+                self.fraction = steps * batch_size / n
+                self.keras_epochs = math.ceil(max_epochs / self.fraction - 1e-9)
+
+    def fit_args(self, split: Split, batch_size: int, seed: int | None) -> dict[str, Any]:
+        """Keyword arguments of ``model.fit`` for the training data."""
+        if self.steps is None:
+            return {"x": split.x_train, "y": split.y_train, "batch_size": batch_size, "epochs": self.keras_epochs}
+        import tensorflow as tf
+
+        xs, ys = _as_tensors(split)
+        n = int(xs.shape[0])
+        stream = (
+            tf.data.Dataset.range(n)
+            .shuffle(n, seed=seed, reshuffle_each_iteration=True)
+            .repeat()
+            .batch(batch_size)
+            .map(lambda i: (tf.gather(xs, i), tf.gather(ys, i)), num_parallel_calls=tf.data.AUTOTUNE)
+            .prefetch(tf.data.AUTOTUNE)
+        )
+        return {"x": stream, "steps_per_epoch": self.steps, "epochs": self.keras_epochs, "shuffle": False}
 
 
 class TrialOutcome(dict):
@@ -69,7 +128,8 @@ class Objective:
             trial.set_user_attr("fixed_params", dict(params.fixed))
         if self.cfg.study.seed is not None:
             keras.utils.set_random_seed(self.cfg.study.seed + trial.number)
-        cb = TargetPruning(trial, obj.monitor, obj.target, obj.max_epochs)
+        schedule = Schedule(len(self.split.x_train), params.batch_size, obj.max_epochs, obj.checks_per_epoch)
+        cb = TargetPruning(trial, obj.monitor, obj.target, obj.max_epochs, schedule.fraction)
         extra = [make(trial) for make in self.keras_callbacks]
         started = time.perf_counter()
         model = None
@@ -78,14 +138,12 @@ class Objective:
         try:
             model = models.build(params, self.split.image_shape, self.split.n_classes)
             n_params = int(model.count_params())
-            models.compile_model(model, params)
+            models.compile_model(model, params, steps_per_execution=schedule.steps_per_execution)
+            seed = None if self.cfg.study.seed is None else self.cfg.study.seed + trial.number
             fit_started = time.perf_counter()
             try:
                 model.fit(
-                    self.split.x_train,
-                    self.split.y_train,
-                    batch_size=params.batch_size,
-                    epochs=obj.max_epochs,
+                    **schedule.fit_args(self.split, params.batch_size, seed),
                     validation_data=(self.split.x_val, self.split.y_val),
                     validation_batch_size=EVAL_BATCH,
                     callbacks=[*extra, cb],

@@ -32,6 +32,7 @@ __all__ = [
     "counts",
     "draw_learning_curve",
     "epochs_vs_params",
+    "history_epochs",
     "history_frame",
     "importances",
     "load_study",
@@ -133,9 +134,10 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
             present = [r[c] for r in rows if r.get(c) is not None]
             if present and all(isinstance(v, int) and not isinstance(v, bool) for v in present):
                 df[c] = df[c].astype("Int64")
-    df["epochs_to_target"] = df["epochs_to_target"].astype("Int64")
+    for c in ("epochs_to_target", "epochs"):  # whole epochs, or fractions with sub-epoch checks
+        whole = all(float(v).is_integer() for v in df[c].dropna())
+        df[c] = df[c].astype("Int64" if whole else "Float64")
     df["n_params"] = df["n_params"].astype("Int64")
-    df["epochs"] = df["epochs"].astype("Int64")
     return df
 
 
@@ -211,11 +213,19 @@ def best_curves(study: optuna.Study, k: int = 4) -> list[dict[str, Any]]:
     ]
 
 
+def history_epochs(history: Mapping[str, Sequence[float]]) -> list[float]:
+    """The epoch at each check of a history: 1, 2, ... or, with sub-epoch checks, its ``epoch`` list."""
+    if history.get("epoch"):
+        return list(history["epoch"])
+    return list(range(1, max((len(v) for v in history.values()), default=0) + 1))
+
+
 def history_frame(history: Mapping[str, Sequence[float]]) -> pd.DataFrame:
-    """A Keras history dict as a frame: one row per epoch (1-based), one column per metric."""
-    n = max((len(v) for v in history.values()), default=0)
-    df = pd.DataFrame({k: list(v) + [math.nan] * (n - len(v)) for k, v in history.items()})
-    df.insert(0, "epoch", range(1, n + 1))
+    """A Keras history dict as a frame: one row per check (epoch, 1-based, or a fraction of one)."""
+    epochs = history_epochs(history)
+    n = len(epochs)
+    df = pd.DataFrame({k: list(v) + [math.nan] * (n - len(v)) for k, v in history.items() if k != "epoch"})
+    df.insert(0, "epoch", epochs)
     return df
 
 
@@ -291,7 +301,8 @@ def outcome_line(monitor: str, target: float, epochs_to_target: int | None, hist
         return f"{monitor} >= {target:g} after {epochs_to_target} epoch{'s' if epochs_to_target != 1 else ''}"
     seen = history.get(monitor) or []
     best = max(seen) if seen else math.nan
-    return f"{monitor} >= {target:g} not reached in {len(seen)} epochs (best {best:.4f})"
+    ran = history_epochs(history)[len(seen) - 1] if seen else 0
+    return f"{monitor} >= {target:g} not reached in {ran:g} epochs (best {best:.4f})"
 
 
 def draw_learning_curve(
@@ -307,13 +318,14 @@ def draw_learning_curve(
     The monitored accuracy is a solid line; the other accuracy (training or validation), when
     present, a thin dotted one.  Returns the right-hand axis.
     """
-    epochs = list(range(1, max((len(v) for v in history.values()), default=0) + 1))
+    epochs = history_epochs(history)
+    ms = 3 if len(epochs) <= 40 else 0
 
     def series(key: str) -> list[float]:
         return list(history.get(key) or [])
 
     loss = series("loss")
-    ax.plot(epochs[: len(loss)], loss, color="tab:red", lw=2, marker="o", ms=3, label="loss")
+    ax.plot(epochs[: len(loss)], loss, color="tab:red", lw=2, marker="o", ms=ms, label="loss")
     if series("val_loss"):
         ax.plot(epochs[: len(series("val_loss"))], series("val_loss"), color="tab:red", lw=1, ls=":", label="val_loss")
     ax.set_xlabel("epoch")
@@ -325,14 +337,14 @@ def draw_learning_curve(
     if series(other):
         ax2.plot(epochs[: len(series(other))], series(other), color="tab:blue", lw=1, ls=":", label=other)
     acc = series(monitor)
-    ax2.plot(epochs[: len(acc)], acc, color="tab:blue", lw=2, marker="o", ms=3, label=monitor)
+    ax2.plot(epochs[: len(acc)], acc, color="tab:blue", lw=2, marker="o", ms=ms, label=monitor)
     ax2.axhline(target, color="k", ls="--", lw=1.5, label=f"target {target:g}")
     ax2.set_ylabel(monitor, color="tab:blue")
     ax2.tick_params(axis="y", labelcolor="tab:blue")
     lows = [v for v in acc + series(other) if math.isfinite(v)]
     ax2.set_ylim(min([target - 0.05, *lows]) - 0.01, min(1.0, max([target, *lows]) + 0.02))
     if epochs:
-        ax.set_xlim(0.5, max(epochs) + 0.5)
+        ax.set_xlim(min(0.5, epochs[0] / 2), max(epochs) + 0.5)
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     handles = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
     ax2.legend(handles=handles, loc="center right", fontsize=fontsize - 1)

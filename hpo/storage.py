@@ -223,21 +223,27 @@ def make_sampler(cfg: StudyConfig) -> optuna.samplers.BaseSampler:
 
 
 def make_pruner(cfg: StudyConfig) -> optuna.pruners.BasePruner:
+    """The study's pruner; its default warm-up and resources are one epoch's checks.
+
+    Steps reported to the pruner are checks: epochs, or ``objective.checks_per_epoch``
+    checks per epoch.  Options given in ``study.pruner_options`` are taken as they are.
+    """
     opts = dict(cfg.study.pruner_options)
     key = "study.pruner_options"
     name = cfg.study.pruner
+    k = cfg.objective.checks_per_epoch
     if name == "median":
-        return _construct(optuna.pruners.MedianPruner, key, {"n_startup_trials": 5, "n_warmup_steps": 1, **opts})
+        return _construct(optuna.pruners.MedianPruner, key, {"n_startup_trials": 5, "n_warmup_steps": k, **opts})
     if name == "percentile":
         return _construct(
-            optuna.pruners.PercentilePruner, key, {"percentile": 25.0, "n_startup_trials": 5, "n_warmup_steps": 1, **opts}
+            optuna.pruners.PercentilePruner, key, {"percentile": 25.0, "n_startup_trials": 5, "n_warmup_steps": k, **opts}
         )
     if name == "hyperband":
         return _construct(
-            optuna.pruners.HyperbandPruner, key, {"min_resource": 1, "max_resource": cfg.objective.max_epochs, **opts}
+            optuna.pruners.HyperbandPruner, key, {"min_resource": k, "max_resource": cfg.objective.max_epochs * k, **opts}
         )
     if name == "successive_halving":
-        return _construct(optuna.pruners.SuccessiveHalvingPruner, key, {"min_resource": 1, **opts})
+        return _construct(optuna.pruners.SuccessiveHalvingPruner, key, {"min_resource": k, **opts})
     return _construct(optuna.pruners.NopPruner, key, opts)
 
 

@@ -150,3 +150,23 @@ def test_with_real_training_on_fashion_mnist() -> None:
     study.optimize(objective, n_trials=1)
     assert study.best_value == 1.0
     assert np.isfinite(study.trials[0].intermediate_values[0])
+
+
+def test_sub_epoch_checks_count_fractional_epochs_and_report_check_steps() -> None:
+    study = optuna.create_study(direction="minimize", pruner=FixedAnswerPruner(False))
+    trial = study.ask()
+    cb = TargetPruning(trial, "val_accuracy", 0.8, 5, epoch_fraction=0.25)
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.stop_training = False
+    cb.set_model(model)
+    cb.on_train_begin()
+    epochs(cb, [0.5, 0.6, 0.7, 0.75, 0.79, 0.81, 0.9])
+    assert cb.epochs_to_target == 1.5
+    assert cb.epochs_run == 1.5
+    assert cb.history["epoch"] == [0.25, 0.5, 0.75, 1.0, 1.25, 1.5]
+    assert cb.last_cost == 1.5
+    # one report per check, in the objective's unit; the step is the check's number
+    assert sorted(trial.storage.get_trial(trial._trial_id).intermediate_values) == [0, 1, 2, 3, 4, 5]
+    assert trial.storage.get_trial(trial._trial_id).intermediate_values[4] == pytest.approx(not_reached_cost(5, 0.8, 0.79))
+    with pytest.raises(ValueError, match="epoch_fraction"):
+        TargetPruning(trial, "val_accuracy", 0.8, 5, epoch_fraction=1.5)

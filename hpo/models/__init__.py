@@ -43,7 +43,9 @@ def make_optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimize
     return keras.optimizers.get({"class_name": name, "config": {"learning_rate": learning_rate}})
 
 
-def compile_model(model: keras.Model, params: Params, *, jit_compile: bool | None = None) -> keras.Model:
+def compile_model(
+    model: keras.Model, params: Params, *, jit_compile: bool | None = None, steps_per_execution: int = STEPS_PER_EXECUTION
+) -> keras.Model:
     """Compile for training; ``jit_compile=None`` chooses XLA unless the model has dropout."""
     if jit_compile is None:
         jit_compile = not _has_dropout(model)
@@ -51,7 +53,7 @@ def compile_model(model: keras.Model, params: Params, *, jit_compile: bool | Non
         optimizer=make_optimizer(params.optimizer, params.learning_rate),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
-        steps_per_execution=STEPS_PER_EXECUTION,
+        steps_per_execution=steps_per_execution,
         jit_compile=jit_compile,
     )
     return model
