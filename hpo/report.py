@@ -424,6 +424,9 @@ def plot_optimization_history(hist: pd.DataFrame, max_epochs: int, title: str, p
     return Path(path)
 
 
+LABELLED_POINTS = 30
+
+
 def plot_epochs_vs_params(table: pd.DataFrame, max_epochs: int, title: str, path: str | Path) -> Path:
     """Epochs to target against parameter count, coloured by family; unreached marked with x."""
     fig, ax = plt.subplots(figsize=(7, 4.4))
@@ -434,7 +437,8 @@ def plot_epochs_vs_params(table: pd.DataFrame, max_epochs: int, title: str, path
         ax.scatter(hit["n_params"], hit["y"], color=color, label=f"{family}: reached", zorder=3)
         if len(miss):
             ax.scatter(miss["n_params"], miss["y"], color=color, marker="x", s=60, label=f"{family}: not reached", zorder=3)
-    for _, r in table.iterrows():
+    # trial numbers on the fastest trials only: thousands of labels would hide the points
+    for _, r in table.sort_values(["y", "number"]).head(LABELLED_POINTS).iterrows():
         ax.annotate(str(r["number"]), (r["n_params"], r["y"]), textcoords="offset points", xytext=(4, 3), fontsize=7)
     ax.axhline(max_epochs + 0.5, color="k", ls="--", lw=1)
     ax.set_xscale("log")

@@ -659,7 +659,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
         artifact_store = FileSystemArtifactStore(str(folder))
     out = Path(args.out or Path("reports") / args.study_name)
-    _import_tensorflow_quietly()
+    if artifact_store is not None:  # the best model's test accuracy needs Keras
+        _import_tensorflow_quietly()
     done = write_report(study, out, artifact_store=artifact_store, top=args.top)
     acc, how = done["test"] if done["test"] is not None else (None, "no completed trial")
     test = f"test accuracy {acc:.4f}" if acc is not None else f"test accuracy not available: {how}"

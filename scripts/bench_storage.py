@@ -12,6 +12,12 @@ start to the last trial's end (process start-up excluded) and from the command's
     python scripts/bench_storage.py                       # both parts, every backend reachable
     python scripts/bench_storage.py --trials 100 --skip-throughput
     python scripts/bench_storage.py --throughput-trials 8 --throughput-storage sqlite
+    python scripts/bench_storage.py --scale 1000,10000 --backends sqlite,postgresql
+
+Part 3 (``--scale``), studies at scale: one study grown to each size with realistic finished
+trials, then a new worker joins it and runs ``--scale-sample`` storage-only trials (median
+pruner on, which reads the study at every report): the seconds to open the study, the first
+and the median ms per trial; then ``python -m hpo.run report`` on the study, timed.
 
 Servers: PostgreSQL and MariaDB admin URLs from HPO_TEST_POSTGRES / HPO_TEST_MYSQL (default the
 local servers); a fresh database is created and dropped for each measurement.
@@ -21,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import statistics
 import subprocess
@@ -72,11 +79,11 @@ def fresh_database(backend: str) -> Iterator[str]:
         admin.dispose()
 
 
-def storage_ms_per_trial(url: str, n_trials: int) -> list[float]:
+def storage_ms_per_trial(url: str, n_trials: int, overrides: tuple[str, ...] = ()) -> list[float]:
     """Per-trial seconds (as ms) of a trial that does a real trial's storage calls, no training."""
     from hpo import space
 
-    cfg = load_config(TINY)
+    cfg = load_config(TINY, overrides)
     epochs = cfg.objective.max_epochs
     study = open_study(cfg, make_storage(url))
 
@@ -141,6 +148,109 @@ def throughput(url: str, workers: int, n_trials: int) -> dict[str, float]:
     }
 
 
+SCALE_OVERRIDES = ('study.pruner="median"',)  # the default pruner reads the study at every report
+
+
+def fill(url: str, n: int, seed: int = 0) -> float:
+    """Add finished trials to the study until it holds ``n``; returns the seconds it took.
+
+    Each added trial looks like a real one: sampled parameters, a value, one intermediate value
+    per epoch, the user attributes with the per-epoch history; a quarter of them PRUNED.
+    """
+    import random
+
+    from hpo import space
+
+    cfg = load_config(TINY, SCALE_OVERRIDES)
+    study = open_study(cfg, make_storage(url))
+    dists = space.distributions(cfg)
+    rng = random.Random(seed)
+    have = len(study.get_trials(deepcopy=False))
+    epochs = cfg.objective.max_epochs
+    started = time.perf_counter()
+    batch = []
+    for i in range(have, n):
+        params = {}
+        for name, d in dists.items():
+            if isinstance(d, optuna.distributions.CategoricalDistribution):
+                params[name] = rng.choice(d.choices)
+            else:
+                params[name] = d.low + (d.high - d.low) * rng.random()
+        curve = [epochs + 1.5 - 0.3 * rng.random() * (e + 1) for e in range(epochs)]
+        pruned = rng.random() < 0.25
+        acc = [round(0.5 + 0.4 * rng.random(), 4) for _ in range(epochs)]
+        history = {"loss": acc, "accuracy": acc, "val_loss": acc, "val_accuracy": acc, "epoch_seconds": acc}
+        attrs = {
+            "family": "dense",
+            "fixed_params": {},
+            "epochs_to_target": None,
+            "reached_target": False,
+            "stop_reason": "pruned" if pruned else "max_epochs",
+            "n_params": 25450,
+            "seconds": 1.0,
+            "seconds_per_epoch": 0.5,
+            "epochs": epochs,
+            "history": history,
+            "best_val_accuracy": max(acc),
+        }
+        batch.append(
+            optuna.trial.create_trial(
+                state=optuna.trial.TrialState.PRUNED if pruned else optuna.trial.TrialState.COMPLETE,
+                params=params,
+                distributions=dists,
+                value=curve[-1],
+                intermediate_values=dict(enumerate(curve)),
+                user_attrs=attrs,
+            )
+        )
+        if len(batch) == 500 or i == n - 1:
+            study.add_trials(batch)
+            batch = []
+    return time.perf_counter() - started
+
+
+def scale_worker(url: str, n_trials: int) -> dict[str, float]:
+    """A new worker joining a big study: seconds to open it, then ms per trial (storage calls only)."""
+    started = time.perf_counter()
+    open_study(load_config(TINY, SCALE_OVERRIDES), make_storage(url)).get_trials(deepcopy=False)
+    opened = time.perf_counter() - started
+    ms = storage_ms_per_trial(url, n_trials, SCALE_OVERRIDES)
+    return {"open_s": opened, "first_ms": ms[0], "median_ms": statistics.median(ms[1:]), "p90_ms": statistics.quantiles(ms[1:], n=10)[-1]}
+
+
+def timed_report(url: str) -> tuple[float, str]:
+    """Wall seconds of ``python -m hpo.run report`` on the study, and its last output line."""
+    with tempfile.TemporaryDirectory() as out:
+        env = dict(os.environ, HPO_STORAGE=url, PYTHONPATH=str(REPO))
+        argv = [sys.executable, "-m", "hpo.run", "report", "tiny", "--out", out, "--artifact-dir", out + "/none"]
+        started = time.perf_counter()
+        done = subprocess.run(argv, env=env, capture_output=True, text=True, cwd=REPO)
+        wall = time.perf_counter() - started
+    if done.returncode != 0:
+        raise SystemExit(f"report failed (exit {done.returncode}): {done.stderr.strip()[-500:]}")
+    return wall, done.stdout.strip().splitlines()[-1]
+
+
+def scale(backend: str, sizes: list[int], sample: int) -> None:
+    """Time per trial and the report's wall time at each study size, one study growing."""
+    print(f"\n{backend}: a study grown to {', '.join(map(str, sizes))} trials; at each size a new worker runs {sample} more")
+    print(f"{'trials':>7} {'fill s':>7} {'open s':>7} {'1st ms':>7} {'median ms':>9} {'p90 ms':>7} {'report s':>8}")
+    with fresh_database(backend) as url:
+        for size in sizes:
+            filled = fill(url, size - sample)
+            out = subprocess.run(
+                [sys.executable, __file__, "--scale-worker", url, str(sample)], capture_output=True, text=True, cwd=REPO
+            )
+            if out.returncode != 0:
+                raise SystemExit(f"scale worker failed: {out.stderr.strip()[-500:]}")
+            r = json.loads(out.stdout.strip().splitlines()[-1])
+            report_s, _ = timed_report(url)
+            print(
+                f"{size:>7} {filled:>7.1f} {r['open_s']:>7.2f} {r['first_ms']:>7.0f} {r['median_ms']:>9.1f} {r['p90_ms']:>7.1f} {report_s:>8.1f}",
+                flush=True,
+            )
+
+
 def sqlite_stress(workers: int, n_trials: int) -> str:
     """``workers`` processes x ``n_trials`` storage-only trials on one SQLite file at once."""
     with fresh_database("sqlite") as url:
@@ -178,10 +288,22 @@ def main() -> int:
     parser.add_argument("--throughput-storage", default="postgresql", help="backend for the throughput runs (default postgresql)")
     parser.add_argument("--sqlite-stress", metavar="WxN", help="also run W processes x N storage-only trials on one SQLite file")
     parser.add_argument("--stress-worker", nargs=2, metavar=("URL", "N"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--scale", metavar="SIZES", help="only the study-size part: comma-separated sizes, e.g. 1000,10000 (per backend in --backends)"
+    )
+    parser.add_argument("--scale-sample", type=int, default=100, help="trials a new worker runs at each size (default 100)")
+    parser.add_argument("--scale-worker", nargs=2, metavar=("URL", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if args.stress_worker:  # one process of --sqlite-stress
         storage_ms_per_trial(args.stress_worker[0], int(args.stress_worker[1]))
+        return 0
+    if args.scale_worker:  # one new worker of --scale
+        print(json.dumps(scale_worker(args.scale_worker[0], int(args.scale_worker[1]))))
+        return 0
+    if args.scale:
+        for backend in args.backends.split(","):
+            scale(backend, [int(n) for n in args.scale.split(",")], args.scale_sample)
         return 0
 
     print(f"storage time per trial, studies/tiny.toml storage calls, no training, {args.trials} trials, first 5 dropped")
