@@ -179,6 +179,7 @@ _SECTION_KEYS: dict[str, tuple[str, ...]] = {
         "heartbeat_interval",
         "grace_period",
         "max_retries",
+        "recycle_after",
     ),
     "data": ("dataset", "data_dir", "train_size", "validation_fraction", "split_seed"),
     "objective": ("monitor", "target", "max_epochs", "checks_per_epoch"),
@@ -205,6 +206,7 @@ class StudySettings:
     heartbeat_interval: int = 30  # seconds between a running trial's heartbeats (RDB storages)
     grace_period: int | None = None  # seconds without heartbeat before a trial is FAIL (None: 2 x interval)
     max_retries: int = 2  # times a trial left stale by a dead worker is re-queued
+    recycle_after: int = 20  # trials after which a worker continues in a fresh process (0: never)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -516,6 +518,7 @@ def _parse_study(chk: _Checker, t: Mapping[str, Any], default_name: str) -> Stud
             "live trials would be failed",
         )
     max_retries = chk.integer(t, "study.max_retries", 2, minimum=0)
+    recycle_after = chk.integer(t, "study.recycle_after", 20, minimum=0)
     return StudySettings(
         name=name,
         sampler=sampler,
@@ -529,6 +532,7 @@ def _parse_study(chk: _Checker, t: Mapping[str, Any], default_name: str) -> Stud
         heartbeat_interval=heartbeat_interval,
         grace_period=grace_period,
         max_retries=max_retries,
+        recycle_after=recycle_after,
     )
 
 

@@ -286,18 +286,29 @@ def cmd_study(args: argparse.Namespace) -> int:
         flush=True,
     )
     _one_line_thread_errors(url)
+    held = len(study.get_trials(deepcopy=False))
+    if held and cfg.study.seed is not None:
+        # The study holds trials already (a re-run, or this worker's previous process): seed the
+        # sampler past them, or it would repeat the random draws of the run that made them.
+        from hpo.storage import make_sampler
+
+        study.sampler = make_sampler(cfg, seed_offset=held)
+    recycle = cfg.study.recycle_after
+    chunk = n_trials if not recycle or (n_trials is not None and n_trials <= recycle) else recycle
     started = time.perf_counter()
+    capped = False
     try:
         if cfg.study.max_trials is None:
             study.optimize(
                 objective,
-                n_trials=n_trials,
+                n_trials=chunk,
                 timeout=timeout,
                 catch=(TrialFailed,),
                 gc_after_trial=False,  # the objective clears Keras' session and collects itself
-                show_progress_bar=not args.no_progress and (n_trials is not None or timeout is not None),
+                show_progress_bar=not args.no_progress and (chunk is not None or timeout is not None),
             )
-        elif _optimize_capped(study, objective, cfg.study.max_trials, n_trials, timeout):
+        elif _optimize_capped(study, objective, cfg.study.max_trials, chunk, timeout):
+            capped = True
             print(f"study.max_trials = {cfg.study.max_trials} reached: this worker stops", flush=True)
     except KeyboardInterrupt as e:
         code = EXIT_TERMINATED if isinstance(e, Terminated) else EXIT_INTERRUPTED
@@ -315,8 +326,41 @@ def cmd_study(args: argparse.Namespace) -> int:
         )
         return 1
     own = _trials_of(study, {os.getpid()})  # other workers may have added trials meanwhile
-    print(summary(study, cfg, len(study.get_trials(deepcopy=False)) - own, time.perf_counter() - started))
+    seconds = time.perf_counter() - started
+    print(summary(study, cfg, len(study.get_trials(deepcopy=False)) - own, seconds))
+    if chunk != n_trials and not capped and (timeout is None or seconds < timeout):
+        _recycle(args, chunk, None if n_trials is None else n_trials - chunk, None if timeout is None else timeout - seconds)
     return 0
+
+
+def _rss_mb() -> float | None:
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmRSS:"))
+    except (OSError, StopIteration, ValueError):
+        return None
+
+
+def _recycle(args: argparse.Namespace, ran: int, n_trials: int | None, timeout: float | None) -> None:
+    """Continue in a fresh process (same PID): TensorFlow does not give back all a trial used.
+
+    The process replaces itself with ``python -m hpo.run`` and the same arguments, the trials
+    and time still to run appended (argparse keeps the last value of a flag).
+    """
+    rss = _rss_mb()
+    argv = [sys.executable, "-m", "hpo.run", *args.argv]
+    if n_trials is not None:
+        argv += ["--n-trials", str(n_trials)]
+    if timeout is not None:
+        argv += ["--timeout", f"{timeout:.3f}"]
+    print(
+        f"worker recycled after {ran} trials"
+        + (f" ({rss:.0f} MB resident)" if rss is not None else "")
+        + f": continuing in a fresh process (study.recycle_after); {'unlimited' if n_trials is None else n_trials} trials to go",
+        flush=True,
+    )
+    sys.stderr.flush()
+    os.execv(sys.executable, argv)
 
 
 WORKER_ATTR = "worker"  # user attr: HOST:PID of the process that ran the trial
@@ -696,6 +740,7 @@ COMMANDS = {"study": cmd_study, "list": cmd_list, "report": cmd_report, "dashboa
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # for a worker that recycles itself
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE

@@ -235,11 +235,12 @@ def _construct(cls: type, key: str, options: dict[str, Any], **given: Any) -> An
         raise ConfigError(f"{cls.__name__}: {str(e).splitlines()[0]}", key=key) from None
 
 
-def make_sampler(cfg: StudyConfig) -> optuna.samplers.BaseSampler:
+def make_sampler(cfg: StudyConfig, seed_offset: int = 0) -> optuna.samplers.BaseSampler:
+    """The study's sampler, seeded with ``study.seed + seed_offset`` (no seed: random)."""
     from hpo.space import grid_search_space
 
     opts = dict(cfg.study.sampler_options)
-    seed = cfg.study.seed
+    seed = None if cfg.study.seed is None else cfg.study.seed + seed_offset
     key = "study.sampler_options"
     if cfg.study.sampler == "tpe":
         return _construct(optuna.samplers.TPESampler, key, opts, seed=seed)

@@ -180,3 +180,22 @@ def test_ctrl_c_fails_the_running_trial_and_the_study_resumes(tmp_path: Path) ->
     assert again.returncode == 0, again.stderr
     trials = optuna.load_study(study_name="fashion_dense", storage=url).trials
     assert trials[-1].state == TrialState.COMPLETE and trials[-1].number == len(trials) - 1
+
+
+def test_worker_recycles_itself_and_keeps_the_study_going(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'recycle.db'}"
+    tiny = ["studies/tiny.toml", "--storage", url, "--no-progress", "--no-artifacts", "--set", "study.recycle_after=2"]
+    proc = run_cli("study", *tiny, "--n-trials", "3", "--set", "study.seed=5")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("worker recycled after 2 trials") == 1, proc.stdout
+    assert "1 trials to go" in proc.stdout
+    trials = optuna.load_study(study_name="tiny", storage=url).trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 3
+    assert len({t.user_attrs["worker"] for t in trials}) == 1  # the same PID: the process replaced itself
+    # the fresh process seeded its sampler past the trials already held: no draw repeated
+    rates = [t.params["learning_rate"] for t in trials]
+    assert len(set(rates)) == 3, rates
+    again = run_cli("study", *tiny, "--n-trials", "2", "--set", "study.seed=5")  # a re-run of the same command
+    assert again.returncode == 0, again.stderr
+    rates_after = [t.params["learning_rate"] for t in optuna.load_study(study_name="tiny", storage=url).trials]
+    assert len(set(rates_after)) == 5, rates_after

@@ -63,3 +63,22 @@ def test_bad_flags_are_one_line_and_store_nothing(tmp_path, args, message):
     assert out.returncode == 2
     assert len(out.stderr.strip().splitlines()) == 1 and message in out.stderr
     assert not db.exists()
+
+
+def test_sqlite_study_files_use_the_write_ahead_log(tmp_path):
+    import sqlite3
+
+    from hpo.storage import make_storage, open_study
+
+    db = tmp_path / "wal.db"
+    sqlite3.connect(db).close()  # an existing file in SQLite's default (rollback journal) mode
+    storage = make_storage(f"sqlite:///{db}")
+    study = open_study(load_config(TINY), storage)
+    study.enqueue_trial({})
+    with storage.engine.connect() as c:
+        assert c.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert c.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
+    outside = sqlite3.connect(db)  # the mode is stored in the file: every reader sees it
+    assert outside.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert outside.execute("SELECT count(*) FROM trials").fetchone()[0] == 1
+    outside.close()
