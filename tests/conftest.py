@@ -50,6 +50,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def popen_cli(*args: str, cwd: Path | str = REPO, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """``python -m hpo.run ARGS`` started in the background (text pipes for stdout and stderr)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "hpo.run", *args],
+        cwd=cwd,
+        env=env if env is not None else cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'hpo.db'}"
