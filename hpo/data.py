@@ -17,7 +17,7 @@ import numpy as np
 from hpo.config import DataSettings
 from hpo.errors import DataError
 
-__all__ = ["Dataset", "Split", "load_dataset", "read_idx", "find_idx_dir", "prepare"]
+__all__ = ["Dataset", "Split", "check_data", "load_dataset", "read_idx", "find_idx_dir", "prepare"]
 
 _IDX_FILES = {
     "x_train": "train-images-idx3-ubyte.gz",
@@ -98,8 +98,10 @@ def find_idx_dir(name: str, data_dir: str | None) -> Path | None:
     """The first folder holding all four IDX files: ``data_dir``, Debian's, Keras' cache."""
     if data_dir is not None:
         d = Path(data_dir).expanduser()
-        if not d.is_dir():
+        if not d.exists():
             raise DataError(f"data.data_dir: folder {str(d)!r} does not exist")
+        if not d.is_dir():
+            raise DataError(f"data.data_dir: {str(d)!r} is a file, not a folder")
         missing = [f for f in _IDX_FILES.values() if not (d / f).is_file()]
         if missing:
             raise DataError(f"data.data_dir: {str(d)!r} lacks {', '.join(missing)}")
@@ -129,16 +131,29 @@ def _load_idx(name: str, data_dir: str | None) -> Dataset:
 
 
 def _keras_download(name: str) -> list[np.ndarray]:
+    """Keras' own loader: its cache, else a download.  What it prints ("Downloading data from
+    ...", a progress bar) is held back until it has succeeded, so a failure is one line."""
+    import contextlib
+    import io
+    import sys
+
+    from hpo.quiet import import_tensorflow
+
+    import_tensorflow()
     import keras
 
     searched = ", ".join(_SYSTEM_DIRS[name])
     loader = getattr(keras.datasets, name)
+    printed = io.StringIO()
     try:
-        (x_train, y_train), (x_test, y_test) = loader.load_data()
+        with contextlib.redirect_stdout(printed):
+            (x_train, y_train), (x_test, y_test) = loader.load_data()
     except Exception as e:  # offline: urllib's error, or a corrupt cached download
+        reason = " ".join(str(e).split()) or type(e).__name__
         raise DataError(
-            f"{name}: no IDX files in {searched} and the Keras download failed ({type(e).__name__}); {_INSTALL_HINT[name]}"
+            f"{name}: no IDX files in {searched} and the Keras download failed ({reason}); {_INSTALL_HINT[name]}"
         ) from None
+    sys.stdout.write(printed.getvalue())
     return [x_train, y_train, x_test, y_test]
 
 
@@ -162,6 +177,12 @@ def load_dataset(name: str, data_dir: str | None = None) -> Dataset:
     if name == "digits":
         return _load_digits()
     return _load_idx(name, data_dir)
+
+
+def check_data(settings: DataSettings) -> None:
+    """Load the dataset once without keeping it, so that a missing or corrupt file is reported
+    before processes that each load it for themselves (``--workers``) start."""
+    load_dataset.__wrapped__(settings.dataset, settings.data_dir)
 
 
 def _scale(x: np.ndarray) -> np.ndarray:

@@ -62,6 +62,15 @@ _non_negative_float = _number(float, 0, "a number of seconds")
 _positive_int = _number(int, 1, "a whole number")
 
 
+def _non_empty(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    return text
+
+
+DEBUG_HELP = "on bad input, show the full traceback (the password of a storage URL hidden) before the one-line error"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="python -m hpo.run",
@@ -71,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         epilog="Storage: --storage URL, else $HPO_STORAGE, else sqlite:///studies/hpo.db. Exit codes: 0 ok, 2 bad input, 130/143 interrupted.",
     )
-    parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     p = sub.add_parser(
@@ -87,7 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("study_file", metavar="STUDY_FILE", help="TOML study file, e.g. studies/fashion_dense.toml")
     _storage_arg(p)
-    p.add_argument("--study-name", metavar="NAME", help="study name (default: study.name in the file, else the file's stem)")
+    p.add_argument(
+        "--study-name", type=_non_empty, metavar="NAME", help="study name (default: study.name in the file, else the file's stem)"
+    )
     p.add_argument(
         "--n-trials", type=_non_negative_int, metavar="N", help="how many trials this command runs (default: study.n_trials)"
     )
@@ -134,7 +145,6 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="CPU threads TensorFlow may use in each worker (default: the machine's cores divided by --workers)",
     )
-    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
     p = sub.add_parser(
         "proxy",
@@ -149,13 +159,11 @@ def build_parser() -> argparse.ArgumentParser:
     _storage_arg(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
     p.add_argument("--port", type=_port, default=13000, help="port to listen on (default 13000)")
-    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
     p = sub.add_parser(
         "list", help="list the studies in a storage", description="List the studies with trial counts and best values."
     )
     _storage_arg(p)
-    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
     p = sub.add_parser(
         "report",
@@ -172,7 +180,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", help="output folder (default: reports/STUDY_NAME)")
     _artifact_arg(p, "where the best trial's saved model is read from, for the test-set accuracy")
     p.add_argument("--top", type=_positive_int, default=4, metavar="K", help="learning curves of the K best trials (default 4)")
-    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
     p = sub.add_parser(
         "dashboard",
@@ -183,7 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     _artifact_arg(p)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=_port, default=8080, help="port (default 8080)")
-    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    for p in sub.choices.values():  # also after the command: python -m hpo.run study ... --debug
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
     return parser
 
 
@@ -201,6 +209,7 @@ def _port(text: str) -> int:
 def _storage_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--storage",
+        type=_non_empty,
         metavar="URL",
         help="storage URL: sqlite:///FILE, postgresql+psycopg2://USER@HOST/DB, mysql+pymysql://USER@HOST/DB, "
         "grpc://HOST:PORT (default: $HPO_STORAGE, else sqlite:///studies/hpo.db)",
@@ -211,28 +220,25 @@ def _storage_arg(p: argparse.ArgumentParser) -> None:
 # Commands
 
 
-def _import_tensorflow_quietly() -> None:
-    """Import TensorFlow with file descriptor 2 closed: its C++ start-up lines ignore every
-    log-level setting.  Python errors still raise (and print) once stderr is back."""
-    if "tensorflow" in sys.modules:
-        return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "wb") as devnull:
-            os.dup2(devnull.fileno(), 2)
-            import tensorflow  # noqa: F401
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-    import logging
+def _check_folder(path: str | os.PathLike, flag: str) -> None:
+    """Bad input writes nothing: a folder a command will write to must exist or be creatable,
+    checked before anything (the folder included) is created."""
+    from pathlib import Path
 
-    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    folder = Path(path)
+    existing = next(p for p in (folder, *folder.absolute().parents) if p.exists())
+    if existing == folder and not folder.is_dir():
+        raise HpoError(f"{flag}: {str(folder)!r} is a file, not a folder")
+    if not existing.is_dir():
+        raise HpoError(f"{flag}: cannot create folder {str(folder)!r}: {str(existing)!r} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise HpoError(f"{flag}: cannot write to folder {str(existing)!r}")
 
 
 def cmd_study(args: argparse.Namespace) -> int:
     from hpo.config import load_config
     from hpo.data import prepare
+    from hpo.quiet import import_tensorflow
     from hpo.storage import mask_url, open_study, resolve_url
 
     overrides = list(args.overrides)
@@ -249,18 +255,23 @@ def cmd_study(args: argparse.Namespace) -> int:
 
         if importlib.util.find_spec("tensorboard") is None:
             raise HpoError("--tensorboard needs the tensorboard package: pip install 'hpo[tensorboard]'")
-    artifact_store = None
+        _check_folder(args.tensorboard, "--tensorboard")
     if not args.no_artifacts:
-        from hpo.artifacts import make_artifact_store
+        from hpo.artifacts import DEFAULT_ARTIFACT_DIR
 
-        artifact_store = make_artifact_store(args.artifact_dir)
+        _check_folder(args.artifact_dir or DEFAULT_ARTIFACT_DIR, "--artifact-dir")
     if args.workers > 1:
         return _run_workers(args, cfg, url, n_trials)
     split = prepare(cfg.data)  # data errors surface before anything is stored
     storage = _make_storage(url, cfg)
     study = open_study(cfg, storage, args.study_name)
+    artifact_store = None
+    if not args.no_artifacts:
+        from hpo.artifacts import make_artifact_store
 
-    _import_tensorflow_quietly()
+        artifact_store = make_artifact_store(args.artifact_dir)
+
+    import_tensorflow()
     if args.threads is not None:
         import tensorflow as tf
 
@@ -515,10 +526,12 @@ def _run_workers(args: argparse.Namespace, cfg: Any, url: str, n_trials: int | N
     import subprocess
     import threading
 
+    from hpo.data import check_data
     from hpo.storage import _password, mask_url, open_study
 
     if url.startswith("sqlite") and ":memory:" in url:
         raise HpoError("an in-memory SQLite storage cannot be shared by --workers: use a file, PostgreSQL or MySQL")
+    check_data(cfg.data)  # each worker loads the data itself; a missing or corrupt file stops all before the study exists
     storage = _make_storage(url, cfg)  # reachable? creates the study once, before the workers race for it
     study = open_study(cfg, storage, args.study_name)
     name = study.study_name
@@ -631,7 +644,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
     from hpo.storage import make_storage, mask_url, resolve_url
 
-    url = resolve_url(args.storage)
+    url = _existing_sqlite(resolve_url(args.storage))
     storage = make_storage(url)
     summaries = optuna.get_all_study_summaries(storage, include_best_trial=True)
     if not summaries:
@@ -689,8 +702,11 @@ def _existing_sqlite(url: str) -> str:
 def cmd_report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from hpo.quiet import import_tensorflow
     from hpo.storage import make_storage, resolve_url
 
+    out = Path(args.out or Path("reports") / args.study_name)
+    _check_folder(out, "--out")
     storage = make_storage(_existing_sqlite(resolve_url(args.storage)))
     from hpo.report import load_study, study_info, write_report
 
@@ -702,9 +718,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         from optuna.artifacts import FileSystemArtifactStore
 
         artifact_store = FileSystemArtifactStore(str(folder))
-    out = Path(args.out or Path("reports") / args.study_name)
     if artifact_store is not None:  # the best model's test accuracy needs Keras
-        _import_tensorflow_quietly()
+        import_tensorflow()
     done = write_report(study, out, artifact_store=artifact_store, top=args.top)
     acc, how = done["test"] if done["test"] is not None else (None, "no completed trial")
     test = f"test accuracy {acc:.4f}" if acc is not None else f"test accuracy not available: {how}"
@@ -720,8 +735,11 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
     url = _existing_sqlite(resolve_url(args.storage))
     try:  # a taken port or an unknown host is bad input: say so in one line before serving
+        socket.getaddrinfo(args.host, args.port)
         with socket.create_server((args.host, args.port)):
             pass
+    except socket.gaierror as e:
+        raise HpoError(f"cannot listen on {args.host}:{args.port}: unknown host ({e.strerror})") from None
     except OSError as e:
         reason = os.strerror(e.errno) if e.errno else str(e)
         raise HpoError(f"cannot listen on {args.host}:{args.port}: {reason}") from None
@@ -735,6 +753,19 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"study": cmd_study, "list": cmd_list, "report": cmd_report, "dashboard": cmd_dashboard, "proxy": cmd_proxy}
+
+
+def _print_traceback(error: BaseException, args: argparse.Namespace) -> None:
+    """``--debug``: the traceback of a bad-input error, with the error behind it (a driver's, a
+    parser's) that the one-line message leaves out, and the storage password hidden."""
+    import traceback
+
+    from hpo.storage import _password
+
+    error.__suppress_context__ = False
+    text = "".join(traceback.format_exception(error))
+    password = _password(getattr(args, "storage", None) or os.environ.get("HPO_STORAGE") or "")
+    sys.stderr.write(text.replace(password, "***") if password else text)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -754,7 +785,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except HpoError as e:
         if args.debug:
-            raise
+            _print_traceback(e, args)
         print(f"hpo: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt as e:

@@ -45,18 +45,25 @@ INIT_ATTEMPTS = 6  # workers starting at the same instant race to create the tab
 
 
 def resolve_url(url: str | None) -> str:
-    """``--storage`` wins, then ``HPO_STORAGE``, then the default SQLite file."""
+    """``--storage`` wins, then ``HPO_STORAGE`` (an empty one counts as unset), then the default
+    SQLite file."""
     return url or os.environ.get("HPO_STORAGE") or DEFAULT_STORAGE
+
+
+# ``[SCHEME:][//]USER:PASSWORD@``, the password read as SQLAlchemy reads it (anything up to the
+# next "@", slashes and colons included), also where the scheme is missing or misspelt.
+_USERINFO = re.compile(r"(?P<head>(?:[\w+]+:/+|(?![\w+]+:/))[^:/]*:)(?P<password>[^@]*)@")
 
 
 def mask_url(url: str) -> str:
     """The URL with its password replaced by ``***`` (also for URLs SQLAlchemy cannot parse)."""
-    return re.sub(r"(://[^/:@]*:)[^@/]*@", r"\1***@", url)
+    m = _USERINFO.match(url)
+    return f"{m['head']}***@{url[m.end() :]}" if m and m["password"] else url
 
 
 def _password(url: str) -> str | None:
-    m = re.search(r"://[^/:@]*:([^@/]*)@", url)
-    return m.group(1) if m and m.group(1) else None
+    m = _USERINFO.match(url)
+    return m["password"] if m and m["password"] else None
 
 
 def _scrub(text: str, url: str) -> str:
@@ -66,8 +73,9 @@ def _scrub(text: str, url: str) -> str:
 
 
 def _host(url: str) -> str:
-    m = re.search(r"://(?:[^@/]*@)?([^/?]*)", url)
-    return m.group(1) if m and m.group(1) else "localhost"
+    m = _USERINFO.match(url)
+    rest = url[m.end() :] if m else re.sub(r"^[^/]*//(?:[^@/]*@)?", "", url)
+    return re.match(r"[^/?]*", rest).group(0) or "localhost"
 
 
 class _HidePassword(logging.Filter):
@@ -172,6 +180,13 @@ def make_storage(
         raise StorageError(f"malformed storage URL {shown!r}: expected e.g. sqlite:///studies/hpo.db")
     if scheme == "grpc":
         return _grpc_storage(url)
+    import sqlalchemy.engine
+    import sqlalchemy.exc
+
+    try:
+        sqlalchemy.engine.make_url(url)
+    except (sqlalchemy.exc.ArgumentError, ValueError) as e:  # a port that is not a number, a stray bracket
+        raise StorageError(f"malformed storage URL {shown!r}: {_scrub(str(e), url)}") from None
     engine_kwargs: dict[str, Any] = {"pool_pre_ping": True}
     if scheme.startswith("sqlite"):
         path = url.split(":///", 1)[1] if ":///" in url else ""
@@ -202,15 +217,19 @@ def make_storage(
                 if scheme.startswith("sqlite"):
                     _sqlite_wal(storage)
                 return storage
-        except ImportError as e:
-            extra = "postgres" if scheme.startswith("postgresql") else "mysql"
-            raise StorageError(f"no database driver for {shown} ({e.name or e}): pip install 'hpo[{extra}]'") from None
+        except ImportError as e:  # Optuna re-raises the driver's ImportError as its own, without the name
+            missing = getattr(e.__cause__, "name", None) or e.name or e
+            extra, driver = ("postgres", "postgresql+psycopg2") if scheme.startswith("postgresql") else ("mysql", "mysql+pymysql")
+            raise StorageError(
+                f"no database driver for {shown} (no module {missing!r}): use {driver}:// and pip install 'hpo[{extra}]'"
+            ) from None
         except Exception as e:  # SQLAlchemy's errors carry the driver's message in .orig
             if attempt + 1 < INIT_ATTEMPTS and _is_creation_race(e):
                 time.sleep(random.uniform(0.1, 0.5) * (attempt + 1))
                 continue
             orig = getattr(e, "orig", None) or e
-            raise StorageError(f"cannot open storage {shown} (host {_host(url)}): {_scrub(str(orig), url)}") from None
+            where = "" if scheme.startswith("sqlite") else f" (host {_host(url)})"
+            raise StorageError(f"cannot open storage {shown}{where}: {_scrub(str(orig), url)}") from None
     raise AssertionError("unreachable")
 
 

@@ -7,6 +7,7 @@ Tests that need PostgreSQL or MariaDB skip with a reason when the server is abse
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import uuid
@@ -39,6 +40,25 @@ def run_cli(
         capture_output=True,
         text=True,
         timeout=timeout,
+    )
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on (at this instant) on 127.0.0.1."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def popen_cli(*args: str, cwd: Path | str = REPO, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """``python -m hpo.run ARGS`` started in the background (text pipes for stdout and stderr)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "hpo.run", *args],
+        cwd=cwd,
+        env=env if env is not None else cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 

@@ -18,7 +18,7 @@ import pytest
 from optuna.trial import TrialState
 
 from hpo.objective import TRIAL_ATTRS
-from tests.conftest import MYSQL_ADMIN_URL, REPO, STUDIES, cli_env, run_cli
+from tests.conftest import MYSQL_ADMIN_URL, REPO, STUDIES, cli_env, popen_cli, run_cli
 
 TINY = str(STUDIES / "tiny.toml")
 SECRET = "pw-" + uuid.uuid4().hex[:8]  # a password that must never be printed
@@ -43,17 +43,6 @@ def study_names(url: str) -> list[str]:
         warnings.simplefilter("ignore")
         storage = optuna.storages.RDBStorage(url)
     return [s.study_name for s in optuna.get_all_study_summaries(storage)]
-
-
-def popen_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "hpo.run", *args],
-        cwd=REPO,
-        env=env if env is not None else cli_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
 
 
 def wait_for(predicate, timeout: float, what: str):
