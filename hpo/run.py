@@ -371,6 +371,9 @@ def _recycle(args: argparse.Namespace, ran: int, n_trials: int | None, timeout: 
         flush=True,
     )
     sys.stderr.flush()
+    from hpo.storage import close_sqlite
+
+    close_sqlite()
     os.execv(sys.executable, argv)
 
 
@@ -797,6 +800,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def cli() -> None:
     code = main()
+    from hpo.storage import close_sqlite
+
+    close_sqlite()
     # Everything is stored by now.  Skip the interpreter's teardown, which with TensorFlow
     # loaded takes seconds (its thread pools and graphs), so that signals end workers promptly.
     logging.shutdown()

@@ -15,6 +15,7 @@ import random
 import re
 import time
 import warnings
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -160,6 +161,24 @@ def _sqlite_wal(storage: optuna.storages.RDBStorage) -> None:
 
     sqlalchemy.event.listen(storage.engine, "connect", on_connect)
     storage.engine.dispose()  # connections made while the tables were created do not have it
+    _SQLITE_ENGINES.add(storage.engine)
+
+
+_SQLITE_ENGINES: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def close_sqlite() -> None:
+    """Close every SQLite connection of this process.
+
+    The last connection to close checkpoints the write-ahead log into the study file and
+    removes ``FILE-wal`` and ``FILE-shm``; a process that ends without closing them leaves the
+    two files beside the study (harmless: the next connection replays them).
+    """
+    for engine in list(_SQLITE_ENGINES):
+        try:
+            engine.dispose()
+        except Exception:  # noqa: BLE001 - closing is best effort at exit
+            pass
 
 
 def make_storage(
