@@ -206,7 +206,7 @@ class StudySettings:
     heartbeat_interval: int = 30  # seconds between a running trial's heartbeats (RDB storages)
     grace_period: int | None = None  # seconds without heartbeat before a trial is FAIL (None: 2 x interval)
     max_retries: int = 2  # times a trial left stale by a dead worker is re-queued
-    recycle_after: int = 20  # trials after which a worker continues in a fresh process (0: never)
+    recycle_after: int = 10  # trials after which a worker continues in a fresh process (0: never)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -518,7 +518,7 @@ def _parse_study(chk: _Checker, t: Mapping[str, Any], default_name: str) -> Stud
             "live trials would be failed",
         )
     max_retries = chk.integer(t, "study.max_retries", 2, minimum=0)
-    recycle_after = chk.integer(t, "study.recycle_after", 20, minimum=0)
+    recycle_after = chk.integer(t, "study.recycle_after", 10, minimum=0)
     return StudySettings(
         name=name,
         sampler=sampler,
