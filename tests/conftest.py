@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -40,6 +41,30 @@ def run_cli(
         text=True,
         timeout=timeout,
     )
+
+
+def popen_cli(*args: str, env: dict[str, str] | None = None, **kwargs) -> subprocess.Popen:
+    """``python -m hpo.run ARGS`` started in the background (text pipes for stdout and stderr)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "hpo.run", *args],
+        cwd=REPO,
+        env=env if env is not None else cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kwargs,
+    )
+
+
+def wait_for(predicate, timeout: float, what: str):
+    """Poll ``predicate`` until it returns something true (returned), or fail the test."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.3)
+    pytest.fail(f"timed out after {timeout} s waiting for {what}")
 
 
 @pytest.fixture
