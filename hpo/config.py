@@ -72,8 +72,8 @@ SAMPLERS = ("tpe", "random", "grid")
 PRUNERS = ("median", "percentile", "hyperband", "successive_halving", "none")
 # Default cap on a model's parameters (weights + batch-norm statistics).  20 M parameters are
 # 320 MB of Adam training state (weights, gradients, two moments at 4 bytes each) -- memory is
-# not the limit on a 24 GiB machine -- but about a minute per Fashion-MNIST epoch of a dense
-# net on a 2-core CPU (docs/PERFORMANCE.md), a quarter of an hour per 15-epoch trial.
+# not the limit on a 24 GiB machine -- but over 3 minutes per Fashion-MNIST epoch of a dense
+# net on a busy 2-core CPU, close to an hour per 15-epoch trial (docs/PERFORMANCE.md).
 DEFAULT_MAX_PARAMS = 20_000_000
 # Keras 3 names the metric ``accuracy``; ``acc`` is accepted as an alias.
 MONITORS = {"val_accuracy": "val_accuracy", "accuracy": "accuracy", "val_acc": "val_accuracy", "acc": "accuracy"}

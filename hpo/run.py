@@ -102,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
             "hpo: how few training epochs does it take to reach a target accuracy, and which "
             "architecture gets there? Optuna studies of Keras models, stored in an RDB."
         ),
-        epilog="Storage: --storage URL, else $HPO_STORAGE, else sqlite:///studies/hpo.db. Exit codes: 0 ok, 2 bad input, 130/143 interrupted.",
+        epilog="Storage: --storage URL, else $HPO_STORAGE, else sqlite:///studies/hpo.db. Exit codes: 0 ok, 1 a worker failed, 2 bad input, 3 too many failed trials in a row, 130/143 interrupted.",
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
