@@ -14,7 +14,17 @@ from hpo.models.dense import build_dense, count_dense_params
 from hpo.models.inception import build_inception, count_inception_params
 from hpo.space import Params
 
-__all__ = ["BUILDERS", "COUNTERS", "build", "count_params", "compile_model", "load_model", "make_optimizer", "save_model", "STEPS_PER_EXECUTION"]
+__all__ = [
+    "BUILDERS",
+    "COUNTERS",
+    "build",
+    "count_params",
+    "compile_model",
+    "load_model",
+    "make_optimizer",
+    "save_model",
+    "STEPS_PER_EXECUTION",
+]
 
 BUILDERS: dict[str, Callable[[Params, tuple[int, ...], int], keras.Model]] = {
     "dense": build_dense,
