@@ -109,18 +109,3 @@ def test_help_at_every_level() -> None:
         assert proc.returncode == 0 and "usage:" in proc.stdout
     assert "--set KEY=VALUE" in run_cli("study", "--help").stdout
     assert run_cli().returncode == 2
-
-
-def test_nan_loss_is_a_complete_trial_with_the_unreached_cost(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'n.db'}"
-    proc = run_cli(
-        "study", DENSE, "--storage", url, "--n-trials", "1", *SMALL,
-        "--set", "space.dense.optimizer=sgd", "--set", "space.dense.learning_rate=1e12",
-        "--set", "space.dense.layers=1", "--set", "space.dense.units=64", "--set", "space.dense.batchnorm=false",
-        "--set", "space.dense.activation=relu", "--set", "space.dense.initializer=he_normal",
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
-    (trial,) = optuna.load_study(study_name="fashion_dense", storage=url).trials
-    assert trial.state == TrialState.COMPLETE
-    assert trial.user_attrs["stop_reason"] == "nan"
-    assert trial.value > 2
