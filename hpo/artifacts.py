@@ -7,15 +7,18 @@ trained (pruned trials included) it uploads
 * ``trial-NNNN-history.json`` (history plus the trial's outcome) and ``trial-NNNN-history.csv``;
 * ``trial-NNNN-model.keras``: the trained model, only when the trial improves the study's best.
 
-optuna-dashboard shows them on the trial's page.  An artifact that cannot be written is a
-warning (:class:`ArtifactWarning`), never a lost trial.
+optuna-dashboard shows them on the trial's page.  An artifact that cannot be written (full
+disk, read-only folder, ...) is a warning (:class:`ArtifactWarning`), never a lost trial.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
 import tempfile
+import uuid
 import warnings
 from pathlib import Path
 from typing import Any
@@ -26,7 +29,15 @@ from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 from hpo.config import StudyConfig
 from hpo.errors import ConfigError
 
-__all__ = ["DEFAULT_ARTIFACT_DIR", "ArtifactWarning", "ArtifactWriter", "make_artifact_store", "tensorboard_factory"]
+__all__ = [
+    "DEFAULT_ARTIFACT_DIR",
+    "ArtifactFolder",
+    "ArtifactWarning",
+    "ArtifactWriter",
+    "make_artifact_store",
+    "tensorboard_factory",
+    "writable",
+]
 
 DEFAULT_ARTIFACT_DIR = "studies/artifacts"
 
@@ -35,14 +46,78 @@ class ArtifactWarning(UserWarning):
     """An artifact could not be written; the trial itself is unaffected."""
 
 
-def make_artifact_store(path: str | Path | None) -> FileSystemArtifactStore:
+class ArtifactFolder(FileSystemArtifactStore):
+    """Optuna's file-system artifact store, plus :meth:`upload`, which writes a file completely
+    before the trial points to it.
+
+    ``optuna.artifacts.upload_artifact`` records the artifact in the trial first and writes the
+    file second, so a full disk or a read-only folder would leave the trial pointing to a
+    missing or truncated file.  :meth:`upload` copies the file into the folder under a staging
+    name first; only when that worked does Optuna record it, and "writing" is then a rename.
+    """
+
+    def __init__(self, folder: str | Path):
+        super().__init__(str(folder))
+        self.folder = Path(folder)
+
+    def upload(self, trial: optuna.Trial, path: Path) -> str:
+        staged = self.folder / f".partial-{uuid.uuid4().hex}"
+        try:
+            shutil.copyfile(path, staged)
+        except BaseException:
+            staged.unlink(missing_ok=True)
+            raise
+        try:
+            return upload_artifact(artifact_store=_Staged(self, staged), file_path=str(path), study_or_trial=trial)
+        finally:
+            staged.unlink(missing_ok=True)
+
+
+class _Staged:
+    """The store ``upload_artifact`` writes to: the content is already in place under ``staged``."""
+
+    def __init__(self, folder: ArtifactFolder, staged: Path):
+        self.folder, self.staged = folder, staged
+
+    def write(self, artifact_id: str, content_body: Any) -> None:
+        os.replace(self.staged, self.folder.folder / artifact_id)
+
+    def open_reader(self, artifact_id: str) -> Any:
+        return self.folder.open_reader(artifact_id)
+
+    def remove(self, artifact_id: str) -> None:
+        self.folder.remove(artifact_id)
+
+
+def make_artifact_store(path: str | Path | None) -> ArtifactFolder:
     """A file-system artifact store at ``path`` (default ``studies/artifacts``), created if missing."""
     folder = Path(path or DEFAULT_ARTIFACT_DIR)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise ConfigError(f"cannot create artifact folder {str(folder)!r}: {e.strerror or e}", key="--artifact-dir") from None
-    return FileSystemArtifactStore(str(folder))
+    return ArtifactFolder(folder)
+
+
+def _warn(trial: optuna.Trial, what: str, error: BaseException) -> None:
+    if isinstance(error, OSError) and error.strerror:  # the folder it could not write in, not a scratch name
+        where = f" in {str(Path(error.filename).parent)!r}" if isinstance(error.filename, str) else ""
+        line = f"[Errno {error.errno}] {error.strerror}{where}"
+    else:
+        line = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+    warnings.warn(
+        f"trial {trial.number}: {what} artifact not written: {type(error).__name__}: {line}", ArtifactWarning, stacklevel=3
+    )
+
+
+def writable(folder: str | Path) -> str | None:
+    """None if a file can be created in ``folder``, else why not (e.g. "Read-only file system")."""
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        return e.strerror or type(e).__name__
+    return None
 
 
 class ArtifactWriter:
@@ -54,23 +129,25 @@ class ArtifactWriter:
         self.save_model = save_model
 
     def __call__(self, trial: optuna.Trial, model: Any, outcome: dict[str, Any]) -> None:
-        with tempfile.TemporaryDirectory(prefix="hpo-artifacts-") as tmp:
+        try:
+            tmp = tempfile.TemporaryDirectory(prefix="hpo-artifacts-", ignore_cleanup_errors=True)
+        except Exception as e:  # noqa: BLE001 - a full or read-only temporary folder
+            _warn(trial, "every", e)
+            return
+        with tmp:
             for what, write in (
                 ("learning-curve plot", self._curves),
                 ("history", self._history),
                 ("model", self._model),
             ):
                 try:
-                    write(Path(tmp), trial, model, outcome)
+                    write(Path(tmp.name), trial, model, outcome)
                 except Exception as e:  # noqa: BLE001 - an artifact is never worth a trial
-                    line = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
-                    warnings.warn(
-                        f"trial {trial.number}: {what} artifact not written: {type(e).__name__}: {line}",
-                        ArtifactWarning,
-                        stacklevel=2,
-                    )
+                    _warn(trial, what, e)
 
     def _upload(self, trial: optuna.Trial, path: Path) -> str:
+        if isinstance(self.store, ArtifactFolder):
+            return self.store.upload(trial, path)
         return upload_artifact(artifact_store=self.store, file_path=str(path), study_or_trial=trial)
 
     def _curves(self, tmp: Path, trial: optuna.Trial, model: Any, outcome: dict[str, Any]) -> None:

@@ -23,6 +23,7 @@ from hpo.errors import ConfigError
 __all__ = [
     "ACTIVATIONS",
     "DATASETS",
+    "DEFAULT_MAX_PARAMS",
     "IMAGE_SIZES",
     "INDEX_SUFFIXES",
     "INITIALIZERS",
@@ -69,6 +70,11 @@ DATASETS = ("fashion_mnist", "mnist", "digits")
 IMAGE_SIZES = {"fashion_mnist": (28, 28), "mnist": (28, 28), "digits": (8, 8)}
 SAMPLERS = ("tpe", "random", "grid")
 PRUNERS = ("median", "percentile", "hyperband", "successive_halving", "none")
+# Default cap on a model's parameters (weights + batch-norm statistics).  20 M parameters are
+# 320 MB of Adam training state (weights, gradients, two moments at 4 bytes each) -- memory is
+# not the limit on a 24 GiB machine -- but over 3 minutes per Fashion-MNIST epoch of a dense
+# net on a busy 2-core CPU, close to an hour per 15-epoch trial (docs/PERFORMANCE.md).
+DEFAULT_MAX_PARAMS = 20_000_000
 # Keras 3 names the metric ``accuracy``; ``acc`` is accepted as an alias.
 MONITORS = {"val_accuracy": "val_accuracy", "accuracy": "accuracy", "val_acc": "val_accuracy", "acc": "accuracy"}
 
@@ -180,9 +186,11 @@ _SECTION_KEYS: dict[str, tuple[str, ...]] = {
         "grace_period",
         "max_retries",
         "recycle_after",
+        "max_consecutive_failures",
+        "deterministic_ops",
     ),
     "data": ("dataset", "data_dir", "train_size", "validation_fraction", "split_seed"),
-    "objective": ("monitor", "target", "max_epochs", "checks_per_epoch"),
+    "objective": ("monitor", "target", "max_epochs", "checks_per_epoch", "max_params"),
     "model": ("family",),
 }
 _SECTIONS = (*_SECTION_KEYS, "space")
@@ -205,8 +213,10 @@ class StudySettings:
     max_trials: int | None = None  # cap on finished trials of the whole study, across all workers
     heartbeat_interval: int = 30  # seconds between a running trial's heartbeats (RDB storages)
     grace_period: int | None = None  # seconds without heartbeat before a trial is FAIL (None: 2 x interval)
-    max_retries: int = 2  # times a trial left stale by a dead worker is re-queued
+    max_retries: int = 2  # times a trial left stale by a dead worker (or ended by a signal) is re-queued
     recycle_after: int = 10  # trials after which a worker continues in a fresh process (0: never)
+    max_consecutive_failures: int = 5  # a worker stops after this many failed trials in a row (0: never)
+    deterministic_ops: bool = False  # TensorFlow's deterministic ops (needs seed; Keras then drops XLA)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -224,6 +234,7 @@ class ObjectiveSettings:
     target: float = 0.88
     max_epochs: int = 15
     checks_per_epoch: int = 1
+    max_params: int = DEFAULT_MAX_PARAMS  # larger models are not built (stop_reason "too_large"); 0: no cap
 
 
 @dataclasses.dataclass(frozen=True)
@@ -367,6 +378,15 @@ class _Checker:
             raise self.error(key, f"must be an integer, but got {value!r}")
         if minimum is not None and value < minimum:
             raise self.error(key, f"must be >= {minimum}, but got {value!r}")
+        return value
+
+    def boolean(self, table: Mapping[str, Any], key: str, default: bool) -> bool:
+        name = key.rsplit(".", 1)[-1]
+        if name not in table:
+            return default
+        value = table[name]
+        if not isinstance(value, bool):
+            raise self.error(key, f"must be true or false, but got {value!r}")
         return value
 
     def number(self, table: Mapping[str, Any], key: str, default: Any) -> Any:
@@ -519,6 +539,10 @@ def _parse_study(chk: _Checker, t: Mapping[str, Any], default_name: str) -> Stud
         )
     max_retries = chk.integer(t, "study.max_retries", 2, minimum=0)
     recycle_after = chk.integer(t, "study.recycle_after", 10, minimum=0)
+    max_consecutive_failures = chk.integer(t, "study.max_consecutive_failures", 5, minimum=0)
+    deterministic_ops = chk.boolean(t, "study.deterministic_ops", False)
+    if deterministic_ops and seed is None:
+        raise chk.error("study.deterministic_ops", "needs study.seed (or --seed): without a seed no two runs start alike")
     return StudySettings(
         name=name,
         sampler=sampler,
@@ -533,6 +557,8 @@ def _parse_study(chk: _Checker, t: Mapping[str, Any], default_name: str) -> Stud
         grace_period=grace_period,
         max_retries=max_retries,
         recycle_after=recycle_after,
+        max_consecutive_failures=max_consecutive_failures,
+        deterministic_ops=deterministic_ops,
     )
 
 
@@ -556,7 +582,10 @@ def _parse_objective(chk: _Checker, t: Mapping[str, Any]) -> ObjectiveSettings:
     checks = chk.integer(t, "objective.checks_per_epoch", 1, minimum=1)
     if checks > 100:
         raise chk.error("objective.checks_per_epoch", f"must be <= 100 (each check is a pass over the validation split), but got {checks}")
-    return ObjectiveSettings(monitor=MONITORS[monitor], target=target, max_epochs=max_epochs, checks_per_epoch=checks)
+    max_params = chk.integer(t, "objective.max_params", DEFAULT_MAX_PARAMS, minimum=0)
+    return ObjectiveSettings(
+        monitor=MONITORS[monitor], target=target, max_epochs=max_epochs, checks_per_epoch=checks, max_params=max_params
+    )
 
 
 def _parse_model(chk: _Checker, t: Mapping[str, Any]) -> ModelSettings:

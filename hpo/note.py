@@ -31,6 +31,9 @@ def study_note(cfg: StudyConfig, name: str | None = None) -> str:
         f"* monitor: `{o.monitor}`, target: **{o.target:g}**, max_epochs: **{o.max_epochs}**",
         f"* objective `epochs_to_target` (minimize): the epoch the target was reached, else "
         f"{o.max_epochs} + 1 + (target - best {o.monitor})",
+        f"* max_params: {o.max_params:,} (larger models are not built: `too_large`, the worst value)"
+        if o.max_params
+        else "* max_params: no cap",
         f"* sampler: {cfg.study.sampler}, pruner: {cfg.study.pruner}, seed: {cfg.study.seed}",
         f"* study file: `{cfg.source}`",
         "",

@@ -3,6 +3,22 @@
 The value is the trial's epochs-to-target, or ``max_epochs + 1 + (target - best)`` when the
 target was not reached (see :mod:`hpo.callbacks`).  Every finished trial, pruned ones included,
 carries the user attributes listed in :data:`TRIAL_ATTRS`.
+
+Faults inside one trial never stop the study:
+
+* a NaN or infinite loss ends training; the trial is COMPLETE with the not-reached cost
+  (``stop_reason = "nan"``), so the sampler learns that the region is bad;
+* a model with more than ``objective.max_params`` parameters is not built: COMPLETE with the
+  worst not-reached cost, ``max_epochs + 1 + target`` (``stop_reason = "too_large"``), so the
+  sampler does not propose it again and again, as it would for a failed trial;
+* any other exception (out of memory, ...) raises :class:`hpo.errors.TrialFailed`: the trial is
+  FAIL with the error's first line in the ``error`` user attribute (``stop_reason = "error"``);
+* Ctrl-C/SIGTERM (:class:`KeyboardInterrupt`) marks the trial ``stop_reason = "interrupted"``
+  and propagates (Optuna stores the trial as FAIL).
+
+With ``study.seed`` set, each trial seeds Python, NumPy and TensorFlow with ``seed + number``,
+so the same study file gives the same trials on one machine (docs/PERFORMANCE.md says what may
+differ elsewhere); ``study.deterministic_ops`` adds TensorFlow's deterministic ops.
 """
 
 from __future__ import annotations
@@ -22,7 +38,7 @@ from hpo.config import StudyConfig
 from hpo.data import Split
 from hpo.errors import HpoError, TrialFailed
 
-__all__ = ["Objective", "TrialOutcome", "TRIAL_ATTRS"]
+__all__ = ["Objective", "TrialOutcome", "TRIAL_ATTRS", "enable_determinism"]
 
 TRIAL_ATTRS = (
     "family",
@@ -109,6 +125,17 @@ class Schedule:
         }
 
 
+def enable_determinism() -> None:
+    """TensorFlow's deterministic op implementations, for this whole process (it cannot be undone).
+
+    Keras then compiles without XLA (it does not trust XLA's determinism), which costs the speed
+    measured in docs/PERFORMANCE.md.
+    """
+    import tensorflow as tf
+
+    tf.config.experimental.enable_op_determinism()
+
+
 class TrialOutcome(dict):
     """What one trial recorded (the user attributes, as a dict)."""
 
@@ -123,6 +150,7 @@ class Objective:
         *,
         callbacks: tuple[Callable[[optuna.Trial, keras.Model, TrialOutcome], None], ...] = (),
         keras_callbacks: tuple[Callable[[optuna.Trial], keras.callbacks.Callback], ...] = (),
+        on_trained: Callable[[optuna.Trial], None] | None = None,
     ):
         self.cfg = cfg
         self.split = split
@@ -130,6 +158,11 @@ class Objective:
         # Factories of extra Keras callbacks, called once per trial (TensorBoard, ...).  They
         # run before the target/pruning callback, so they also see the epoch a trial stops at.
         self.keras_callbacks = keras_callbacks
+        # Called when training is over (or was not started) and recording begins: the CLI
+        # holds a signal back from then on, so that a trained trial is stored whole.
+        self.on_trained = on_trained
+        if cfg.study.deterministic_ops:
+            enable_determinism()
 
     def __call__(self, trial: optuna.Trial) -> float:
         keras.backend.clear_session()  # and gc.collect()
@@ -146,14 +179,15 @@ class Objective:
             keras.utils.set_random_seed(self.cfg.study.seed + trial.number)
         schedule = Schedule(len(self.split.x_train), params.batch_size, obj.max_epochs, obj.checks_per_epoch)
         cb = TargetPruning(trial, obj.monitor, obj.target, obj.max_epochs, schedule.fraction)
-        extra = [make(trial) for make in self.keras_callbacks]
         started = time.perf_counter()
         model = None
-        n_params = None
         fit_seconds = 0.0
+        n_params = models.count_params(params, self.split.image_shape, self.split.n_classes)
+        if obj.max_params and n_params > obj.max_params:
+            return self._too_large(trial, cb, n_params, started)
         try:
+            extra = [make(trial) for make in self.keras_callbacks]
             model = models.build(params, self.split.image_shape, self.split.n_classes)
-            n_params = int(model.count_params())
             models.compile_model(model, params, steps_per_execution=schedule.steps_per_execution)
             seed = None if self.cfg.study.seed is None else self.cfg.study.seed + trial.number
             fit_started = time.perf_counter()
@@ -168,27 +202,39 @@ class Objective:
         except optuna.TrialPruned:
             self._record(trial, model, cb, n_params, started, fit_seconds)
             raise
-        except (HpoError, KeyboardInterrupt):
+        except HpoError:
+            raise
+        except KeyboardInterrupt:
+            trial.set_user_attr("stop_reason", "interrupted")
             raise
         except Exception as e:
             line = (str(e).strip().splitlines() or [type(e).__name__])[0][:500]
             trial.set_user_attr("stop_reason", "error")
             trial.set_user_attr("error", f"{type(e).__name__}: {line}")
+            trial.set_user_attr("n_params", n_params)
             raise TrialFailed(f"{type(e).__name__}: {line}") from e
         self._record(trial, model, cb, n_params, started, fit_seconds)
         if cb.last_cost is None:  # no epoch ran
             return not_reached_cost(obj.max_epochs, obj.target, -math.inf)
         return float(cb.last_cost)
 
+    def _too_large(self, trial: optuna.Trial, cb: TargetPruning, n_params: int, started: float) -> float:
+        """A model over ``objective.max_params``: not built, recorded with the worst not-reached cost."""
+        cb.stop_reason = "too_large"
+        self._record(trial, None, cb, n_params, started, 0.0)
+        return not_reached_cost(self.cfg.objective.max_epochs, self.cfg.objective.target, -math.inf)
+
     def _record(
         self,
         trial: optuna.Trial,
         model: keras.Model | None,
         cb: TargetPruning,
-        n_params: int | None,
+        n_params: int,
         started: float,
         fit_seconds: float,
     ) -> TrialOutcome:
+        if self.on_trained is not None:
+            self.on_trained(trial)
         seconds = time.perf_counter() - started
         best = cb.best if math.isfinite(cb.best) else None
         outcome = TrialOutcome(

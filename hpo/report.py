@@ -155,7 +155,7 @@ def epochs_vs_params(df: pd.DataFrame, max_epochs: int) -> pd.DataFrame:
     ``y`` is the epochs to target where it was reached and ``max_epochs + 1`` (the "not
     reached" row of the figure) otherwise; ``epochs`` is how many epochs actually ran.
     """
-    trained = df[df["n_params"].notna() & df["state"].isin(["COMPLETE", "PRUNED"])]
+    trained = df[df["n_params"].notna() & df["state"].isin(["COMPLETE", "PRUNED"]) & (df["stop_reason"] != "too_large")]
     out = pd.DataFrame(
         {
             "number": trained["number"].astype(int),

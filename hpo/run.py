@@ -1,7 +1,8 @@
 """The command line: ``python -m hpo.run study|list|report|dashboard|proxy ...``.
 
 Exit codes: 0 done, 2 bad input (one line on stderr, nothing stored changed), 1 a worker
-stopped on an unexpected error, 130 interrupted (Ctrl-C), 143 terminated (SIGTERM).
+stopped on an unexpected error, 3 a worker stopped after ``study.max_consecutive_failures``
+failed trials in a row, 130 interrupted (Ctrl-C), 143 terminated (SIGTERM).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from hpo.errors import HpoError  # noqa: E402
 __all__ = ["main", "cli", "build_parser"]
 
 EXIT_USAGE = 2
+EXIT_FAILURES = 3
 EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143
 
@@ -33,8 +35,39 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM (e.g. a cluster preempting the job): handled like Ctrl-C, exit 143."""
 
 
-def _on_sigterm(signum: int, frame: Any) -> None:
-    raise Terminated()
+class Signals:
+    """When SIGINT and SIGTERM take effect.
+
+    The first signal raises :class:`KeyboardInterrupt` (:class:`Terminated` for SIGTERM) at
+    once, except while :attr:`hold` is set: then it is only remembered (:attr:`received`), and
+    the study loop stops at the next point where no trial is half-stored.  ``study`` holds
+    signals while Optuna creates or stores a trial and while a trained trial is recorded, and
+    lets them through while a trial samples, builds and trains -- so a signal ends the running
+    trial as FAIL, or lets it finish being stored, and never leaves it RUNNING.  Later signals
+    are ignored: the clean-up they would cut short takes a moment.
+    """
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self.hold = False
+
+    @property
+    def code(self) -> int:
+        return EXIT_TERMINATED if self.received == signal.SIGTERM else EXIT_INTERRUPTED
+
+    def exception(self) -> KeyboardInterrupt:
+        return Terminated() if self.received == signal.SIGTERM else KeyboardInterrupt()
+
+    def handle(self, signum: int, frame: Any) -> None:
+        if self.received is not None:
+            return
+        self.received = signum
+        if not self.hold:
+            self.hold = True
+            raise self.exception()
+
+
+_signals = Signals()
 
 
 class _Parser(argparse.ArgumentParser):
@@ -78,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
             "hpo: how few training epochs does it take to reach a target accuracy, and which "
             "architecture gets there? Optuna studies of Keras models, stored in an RDB."
         ),
-        epilog="Storage: --storage URL, else $HPO_STORAGE, else sqlite:///studies/hpo.db. Exit codes: 0 ok, 2 bad input, 130/143 interrupted.",
+        epilog="Storage: --storage URL, else $HPO_STORAGE, else sqlite:///studies/hpo.db. Exit codes: 0 ok, 1 a worker failed, 2 bad input, 3 too many failed trials in a row, 130/143 interrupted.",
     )
     parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -263,6 +296,10 @@ def cmd_study(args: argparse.Namespace) -> int:
     if args.workers > 1:
         return _run_workers(args, cfg, url, n_trials)
     split = prepare(cfg.data)  # data errors surface before anything is stored
+    if not args.no_artifacts:
+        from hpo.artifacts import DEFAULT_ARTIFACT_DIR
+
+        _one_line_artifact_warnings(args.artifact_dir or DEFAULT_ARTIFACT_DIR)
     storage = _make_storage(url, cfg)
     study = open_study(cfg, storage, args.study_name)
     artifact_store = None
@@ -289,7 +326,13 @@ def cmd_study(args: argparse.Namespace) -> int:
         from hpo.artifacts import tensorboard_factory
 
         keras_callbacks.append(tensorboard_factory(args.tensorboard, study.study_name, batches=args.tensorboard_batches))
-    objective = _tag_worker(Objective(cfg, split, callbacks=tuple(callbacks), keras_callbacks=tuple(keras_callbacks)))
+    signals = _signals
+    run = _StudyRun(cfg, signals)
+    objective = run.wrap(
+        _tag_worker(
+            Objective(cfg, split, callbacks=tuple(callbacks), keras_callbacks=tuple(keras_callbacks), on_trained=run.trained)
+        )
+    )
     print(
         f"study {study.study_name!r} in {mask_url(url)}: {cfg.data.dataset} ({len(split.x_train)} train / "
         f"{len(split.x_val)} validation), {cfg.objective.monitor} >= {cfg.objective.target} "
@@ -306,8 +349,11 @@ def cmd_study(args: argparse.Namespace) -> int:
         study.sampler = make_sampler(cfg, seed_offset=held)
     recycle = cfg.study.recycle_after
     chunk = n_trials if not recycle or (n_trials is not None and n_trials <= recycle) else recycle
-    started = time.perf_counter()
     capped = False
+    if not args.debug:
+        _no_traceback_for_failed_trials()
+    started = time.perf_counter()
+    signals.hold = True  # from here on a signal ends a trial only while it trains (Signals)
     try:
         if cfg.study.max_trials is None:
             study.optimize(
@@ -315,17 +361,17 @@ def cmd_study(args: argparse.Namespace) -> int:
                 n_trials=chunk,
                 timeout=timeout,
                 catch=(TrialFailed,),
+                callbacks=[run.after_trial],
                 gc_after_trial=False,  # the objective clears Keras' session and collects itself
                 show_progress_bar=not args.no_progress and (chunk is not None or timeout is not None),
             )
-        elif _optimize_capped(study, objective, cfg.study.max_trials, chunk, timeout):
+        elif _optimize_capped(study, objective, cfg.study.max_trials, chunk, timeout, run):
             capped = True
             print(f"study.max_trials = {cfg.study.max_trials} reached: this worker stops", flush=True)
-    except KeyboardInterrupt as e:
-        code = EXIT_TERMINATED if isinstance(e, Terminated) else EXIT_INTERRUPTED
-        what = "terminated" if code == EXIT_TERMINATED else "interrupted"
-        print(f"hpo: {what}: the running trial is stored as FAIL; run the same command to continue the study", file=sys.stderr)
-        return code
+    except KeyboardInterrupt:
+        if signals.received is None:
+            raise
+        # Optuna stored the running trial as FAIL; run.interrupted() re-queues it.
     except Exception as e:
         cause = _database_error_in(e)
         if cause is None:
@@ -336,9 +382,19 @@ def cmd_study(args: argparse.Namespace) -> int:
             f"hpo: storage {mask_url(url)} failed mid-study: {_scrub(str(getattr(cause, 'orig', cause)), url)}", file=sys.stderr
         )
         return 1
+    if signals.received is not None:
+        return run.interrupted(study, storage)
     own = _trials_of(study, {os.getpid()})  # other workers may have added trials meanwhile
     seconds = time.perf_counter() - started
     print(summary(study, cfg, len(study.get_trials(deepcopy=False)) - own, seconds))
+    if run.failures_stopped:
+        print(
+            f"hpo: stopped: {run.failures} trials in a row failed (study.max_consecutive_failures = "
+            f"{cfg.study.max_consecutive_failures}), the last one with {run.last_error}; fix the cause and run the same "
+            "command to continue",
+            file=sys.stderr,
+        )
+        return EXIT_FAILURES
     if chunk != n_trials and not capped and (timeout is None or seconds < timeout):
         _recycle(args, chunk, None if n_trials is None else n_trials - chunk, None if timeout is None else timeout - seconds)
     return 0
@@ -375,6 +431,124 @@ def _recycle(args: argparse.Namespace, ran: int, n_trials: int | None, timeout: 
 
     close_sqlite()
     os.execv(sys.executable, argv)
+
+
+class _StudyRun:
+    """One worker's study loop: signals (see :class:`Signals`), consecutive failures, re-queueing."""
+
+    def __init__(self, cfg: Any, signals: Signals):
+        self.cfg = cfg
+        self.signals = signals
+        self.interrupted_trial: int | None = None  # number of the trial a signal ended
+        self.failures = 0  # failed trials in a row
+        self.last_error: str | None = None
+        self.failures_stopped = False
+
+    def wrap(self, objective: Any) -> Any:
+        def trial_run(trial: Any) -> float:
+            if self.signals.received is not None:  # came while Optuna created this trial
+                self.interrupted_trial = trial.number
+                raise self.signals.exception()
+            self.signals.hold = False
+            try:
+                return objective(trial)
+            except KeyboardInterrupt:
+                self.interrupted_trial = trial.number
+                raise
+            finally:
+                self.signals.hold = True
+
+        return trial_run
+
+    def trained(self, trial: Any) -> None:
+        """Objective hook: training is over; a signal now waits until the trial is stored."""
+        self.signals.hold = True
+
+    def after_trial(self, study: Any, trial: Any) -> None:
+        """Optuna callback, after each trial is stored."""
+        from optuna.trial import TrialState
+
+        if trial.state == TrialState.FAIL and trial.user_attrs.get("stop_reason") == "error":
+            self.failures += 1
+            self.last_error = f"trial {trial.number}: {trial.user_attrs.get('error')}"
+        elif trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
+            self.failures = 0
+        limit = self.cfg.study.max_consecutive_failures
+        if limit and self.failures >= limit:
+            self.failures_stopped = True
+            study.stop()
+        if self.signals.received is not None:
+            study.stop()
+
+    @property
+    def stopped(self) -> bool:
+        return self.failures_stopped or self.signals.received is not None
+
+    def interrupted(self, study: Any, storage: Any) -> int:
+        """After a signal: re-queue the trial it ended, say what happened, return the exit code."""
+        from optuna.trial import TrialState
+
+        from hpo.storage import requeue_trial
+
+        what = "terminated" if self.signals.code == EXIT_TERMINATED else "interrupted"
+        done = "no trial was running"
+        if self.interrupted_trial is not None:
+            trial = next(t for t in study.get_trials(deepcopy=False) if t.number == self.interrupted_trial)
+            if trial.state == TrialState.FAIL:
+                queued = requeue_trial(study, storage, trial, self.cfg.study.max_retries)
+                again = (
+                    "re-queued" if queued else f"not re-queued (retried study.max_retries = {self.cfg.study.max_retries} times)"
+                )
+                done = f"the running trial {trial.number} is stored as FAIL and {again}"
+        print(f"hpo: {what}: {done}; run the same command to continue the study", file=sys.stderr, flush=True)
+        return self.signals.code
+
+
+class _DropTrialFailedTraceback(logging.Filter):
+    """Optuna logs a failed trial with its traceback; the error's first line (in the log line
+    and the trial's ``error`` attribute) or hpo's line about a signal says what happened,
+    ``--debug`` shows the rest."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from hpo.errors import TrialFailed
+
+        if record.exc_info and isinstance(record.exc_info[1], (TrialFailed, KeyboardInterrupt)):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def _no_traceback_for_failed_trials() -> None:
+    import optuna
+
+    optuna.logging.get_logger("optuna")  # make sure Optuna's handler exists
+    for handler in logging.getLogger("optuna").handlers:
+        handler.addFilter(_DropTrialFailedTraceback())
+
+
+def _one_line_artifact_warnings(folder: str) -> None:
+    """An artifact that cannot be written is one ``hpo: warning:`` line per artifact, and a
+    folder that cannot be written at all is said once at the start; trials run either way."""
+    import warnings
+
+    from hpo.artifacts import ArtifactWarning, writable
+
+    previous = warnings.showwarning
+
+    def show(message: Any, category: type, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+        if issubclass(category, ArtifactWarning):
+            print(f"hpo: warning: {message}", file=sys.stderr, flush=True)
+        else:
+            previous(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+    warnings.simplefilter("always", ArtifactWarning)
+    reason = writable(folder)
+    if reason is not None:
+        print(
+            f"hpo: warning: artifact folder {folder!r} cannot be written ({reason}): trials run, their artifacts are lost",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 WORKER_ATTR = "worker"  # user attr: HOST:PID of the process that ran the trial
@@ -462,7 +636,9 @@ def _cap_count(study: Any, before_number: int | None = None) -> tuple[int, int]:
     return len(trials), sum(t.state == TrialState.WAITING for t in trials)
 
 
-def _optimize_capped(study: Any, objective: Any, max_trials: int, n_trials: int | None, timeout: float | None) -> bool:
+def _optimize_capped(
+    study: Any, objective: Any, max_trials: int, n_trials: int | None, timeout: float | None, run: _StudyRun
+) -> bool:
     """Run trials one by one until this worker's share is done or the study holds ``max_trials``
     (then return True).
 
@@ -497,8 +673,10 @@ def _optimize_capped(study: Any, objective: Any, max_trials: int, n_trials: int 
         counted, waiting = _cap_count(study)
         if counted >= max_trials and not waiting:
             return True
-        study.optimize(capped, n_trials=1, catch=(TrialFailed,), gc_after_trial=False)
+        study.optimize(capped, n_trials=1, catch=(TrialFailed,), callbacks=[run.after_trial], gc_after_trial=False)
         done += 1
+        if run.stopped:
+            return False
         if study._stop_flag:  # set by capped()
             return True
     return False
@@ -780,10 +958,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     # Explicit handlers: a process started in the background by a shell inherits SIGINT as
     # ignored, and a cluster's SIGTERM must end the trial as cleanly as Ctrl-C does.
-    previous = {
-        signal.SIGTERM: signal.signal(signal.SIGTERM, _on_sigterm),
-        signal.SIGINT: signal.signal(signal.SIGINT, signal.default_int_handler),
-    }
+    global _signals
+    _signals = Signals()
+    previous = {signum: signal.signal(signum, _signals.handle) for signum in (signal.SIGTERM, signal.SIGINT)}
     try:
         return COMMANDS[args.command](args)
     except HpoError as e:
@@ -794,6 +971,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt as e:
         return EXIT_TERMINATED if isinstance(e, Terminated) else EXIT_INTERRUPTED
     finally:
+        _signals.hold = True  # a late signal must not cut the restoring short
         for signum, handler in previous.items():
             signal.signal(signum, handler)
 

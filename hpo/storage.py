@@ -7,6 +7,7 @@ for many workers sharing one study.  URLs are shown with the password hidden, al
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import inspect
 import logging
@@ -34,6 +35,7 @@ __all__ = [
     "hide_password_in_logs",
     "mask_url",
     "open_study",
+    "requeue_trial",
     "resolve_url",
 ]
 
@@ -250,6 +252,25 @@ def make_storage(
             where = "" if scheme.startswith("sqlite") else f" (host {_host(url)})"
             raise StorageError(f"cannot open storage {shown}{where}: {_scrub(str(orig), url)}") from None
     raise AssertionError("unreachable")
+
+
+def requeue_trial(study: optuna.Study, storage: Any, trial: optuna.trial.FrozenTrial, max_retries: int) -> bool:
+    """Queue a FAIL trial again (WAITING, same parameters) as the heartbeat retry does; True if queued.
+
+    Optuna re-queues only trials whose worker stopped beating (a killed process).  A trial that
+    a signal ended is stored as FAIL by Optuna itself and would be lost, so the worker hands it
+    to the same :class:`optuna.storages.RetryHeartbeatStaleTrialCallback` -- the storage's own
+    where it has one -- which records ``failed_trial`` and ``retry_history`` in the new trial's
+    system attributes and stops after ``max_retries`` retries of one original trial.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        retry = getattr(storage, "get_heartbeat_stale_trial_callback", lambda: None)()
+        if retry is None:  # gRPC proxy: no heartbeat, same retry
+            retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retries)
+        retry(study, copy.deepcopy(trial))
+    waiting = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))
+    return any(t.system_attrs.get("retry_history", [])[-1:] == [trial.number] for t in waiting)
 
 
 # --------------------------------------------------------------------------------------------

@@ -48,7 +48,6 @@ TUTORIAL = {
 
 
 def measure(url: str, n_trials: int, epochs: int, sampled: bool, artifacts: Path) -> list[dict[str, float]]:
-    import optuna
 
     from hpo.artifacts import ArtifactWriter, make_artifact_store
     from hpo.config import load_config
@@ -93,7 +92,6 @@ def main() -> int:
     p.add_argument("--sampled", action="store_true", help="sample the main job's space instead of the tutorial's model")
     a = p.parse_args()
     import optuna
-
     from bench_storage import fresh_database
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -10,6 +10,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -50,7 +51,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def popen_cli(*args: str, cwd: Path | str = REPO, env: dict[str, str] | None = None) -> subprocess.Popen:
+def popen_cli(*args: str, cwd: Path | str = REPO, env: dict[str, str] | None = None, **kwargs) -> subprocess.Popen:
     """``python -m hpo.run ARGS`` started in the background (text pipes for stdout and stderr)."""
     return subprocess.Popen(
         [sys.executable, "-m", "hpo.run", *args],
@@ -59,7 +60,19 @@ def popen_cli(*args: str, cwd: Path | str = REPO, env: dict[str, str] | None = N
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        **kwargs,
     )
+
+
+def wait_for(predicate, timeout: float, what: str):
+    """Poll ``predicate`` until it returns something true (returned), or fail the test."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.3)
+    pytest.fail(f"timed out after {timeout} s waiting for {what}")
 
 
 @pytest.fixture

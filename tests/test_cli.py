@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import optuna
 import pytest
 from optuna.trial import TrialState
 
-from tests.conftest import REPO, cli_env, run_cli
+from tests.conftest import run_cli
 
 DENSE = "studies/fashion_dense.toml"
 SMALL = ["--set", "data.train_size=1000", "--set", "objective.max_epochs=2", "--set", "objective.target=0.7", "--no-progress", "--no-artifacts"]
@@ -77,74 +74,6 @@ def test_help_at_every_level() -> None:
         assert "--debug" in proc.stdout, command  # before or after the command
     assert "--set KEY=VALUE" in run_cli("study", "--help").stdout
     assert run_cli().returncode == 2
-
-
-def test_nan_loss_is_a_complete_trial_with_the_unreached_cost(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'n.db'}"
-    proc = run_cli(
-        "study", DENSE, "--storage", url, "--n-trials", "1", *SMALL,
-        "--set", "space.dense.optimizer=sgd", "--set", "space.dense.learning_rate=1e12",
-        "--set", "space.dense.layers=1", "--set", "space.dense.units=64", "--set", "space.dense.batchnorm=false",
-        "--set", "space.dense.activation=relu", "--set", "space.dense.initializer=he_normal",
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
-    (trial,) = optuna.load_study(study_name="fashion_dense", storage=url).trials
-    assert trial.state == TrialState.COMPLETE
-    assert trial.user_attrs["stop_reason"] == "nan"
-    assert trial.value > 2
-
-
-def test_ctrl_c_fails_the_running_trial_and_the_study_resumes(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'c.db'}"
-    args = [
-        "study",
-        DENSE,
-        "--storage",
-        url,
-        "--no-progress",
-        "--no-artifacts",
-        "--set",
-        "objective.max_epochs=8",
-        "--set",
-        "objective.target=1.0",
-        "--set",
-        "study.pruner=none",
-        "--set",
-        "study.pruner_options={}",
-    ]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "hpo.run", *args, "--n-trials", "5"],
-        cwd=REPO,
-        env=cli_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            time.sleep(1)
-            try:
-                trials = optuna.load_study(study_name="fashion_dense", storage=url).trials
-            except Exception:  # noqa: BLE001 - the study may not exist yet
-                continue
-            if trials and trials[-1].state == TrialState.RUNNING and trials[-1].intermediate_values:
-                break
-        sent = time.monotonic()
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=30)
-        assert time.monotonic() - sent < 10
-    finally:
-        proc.kill()
-    assert proc.returncode == 130, err
-    assert "run the same command to continue" in err
-    trials = optuna.load_study(study_name="fashion_dense", storage=url).trials
-    assert trials[-1].state == TrialState.FAIL
-    assert not any(t.state == TrialState.RUNNING for t in trials)
-    again = run_cli(*args, "--n-trials", "1", "--set", "data.train_size=300")  # same objective, less data
-    assert again.returncode == 0, again.stderr
-    trials = optuna.load_study(study_name="fashion_dense", storage=url).trials
-    assert trials[-1].state == TrialState.COMPLETE and trials[-1].number == len(trials) - 1
 
 
 def test_worker_recycles_itself_and_keeps_the_study_going(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ import pytest
 from optuna.trial import TrialState
 
 from hpo.objective import TRIAL_ATTRS
-from tests.conftest import MYSQL_ADMIN_URL, REPO, STUDIES, cli_env, popen_cli, run_cli
+from tests.conftest import MYSQL_ADMIN_URL, REPO, STUDIES, cli_env, popen_cli, run_cli, wait_for
 
 TINY = str(STUDIES / "tiny.toml")
 SECRET = "pw-" + uuid.uuid4().hex[:8]  # a password that must never be printed
@@ -43,16 +43,6 @@ def study_names(url: str) -> list[str]:
         warnings.simplefilter("ignore")
         storage = optuna.storages.RDBStorage(url)
     return [s.study_name for s in optuna.get_all_study_summaries(storage)]
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.3)
-    pytest.fail(f"timed out after {timeout} s waiting for {what}")
 
 
 def assert_finished_trials(study: optuna.Study, n: int) -> None:
@@ -209,21 +199,6 @@ def test_sigkilled_worker_trial_fails_after_grace_period_and_is_retried(postgres
     assert retry.system_attrs["failed_trial"] == trial.number
     assert retry.params == trial.params
     assert retry.user_attrs["epochs"] == 6 and retry.user_attrs["stop_reason"] == "max_epochs"
-
-
-def test_sigterm_ends_the_running_trial_as_fail_promptly(sqlite_url):
-    proc = popen_cli(
-        "study", TINY, "--storage", sqlite_url, "--n-trials", "1", "--no-artifacts", "--set", "objective.max_epochs=30"
-    )
-    wait_for(lambda: _running_with_a_report(sqlite_url), 300, "a running trial with a report")
-    sent = time.monotonic()
-    proc.send_signal(signal.SIGTERM)
-    _, stderr = proc.communicate(timeout=60)
-    took = time.monotonic() - sent
-    assert proc.returncode == 143, stderr[-2000:]
-    assert "terminated" in stderr
-    assert took < 20, f"SIGTERM took {took:.1f} s"
-    assert [t.state for t in load(sqlite_url).trials] == [TrialState.FAIL]
 
 
 # --------------------------------------------------------------------------------------------

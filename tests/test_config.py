@@ -98,6 +98,12 @@ def test_good_file_parses_into_specs(tmp_path: Path) -> None:
         ("[model]\nfamily = []\n", "model.family", "empty"),
         ("[space.cnn]\nlayers = 1\n", "space.cnn", "unknown key"),
         ("study = 3\n", "study", "must be a table"),
+        ("[objective]\nmax_params = -1\n", "objective.max_params", ">= 0, but got -1"),
+        ("[objective]\nmax_params = 1e6\n", "objective.max_params", "must be an integer, but got 1000000.0"),
+        ("[study]\nmax_consecutive_failures = -2\n", "study.max_consecutive_failures", ">= 0, but got -2"),
+        ("[study]\nmax_consecutive_failures = 'five'\n", "study.max_consecutive_failures", "'five'"),
+        ("[study]\nseed = 1\ndeterministic_ops = 1\n", "study.deterministic_ops", "true or false, but got 1"),
+        ("[study]\ndeterministic_ops = true\n", "study.deterministic_ops", "needs study.seed"),
     ],
 )
 def test_bad_input_names_file_key_and_value(tmp_path: Path, text: str, key: str, fragment: str) -> None:
@@ -149,3 +155,13 @@ def test_malformed_overrides(item: str) -> None:
 def test_bare_word_is_a_string() -> None:
     assert parse_override("space.dense.optimizer=nadam") == (["space", "dense", "optimizer"], "nadam")
     assert parse_override("objective.max_epochs=4") == (["objective", "max_epochs"], 4)
+
+
+def test_fault_settings_defaults_and_values(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, GOOD))
+    assert cfg.objective.max_params == 20_000_000
+    assert cfg.study.max_consecutive_failures == 5
+    assert cfg.study.deterministic_ops is False
+    over = ("objective.max_params=0", "study.max_consecutive_failures=0", "study.seed=3", "study.deterministic_ops=true")
+    cfg = load_config(write(tmp_path, GOOD), over)
+    assert (cfg.objective.max_params, cfg.study.max_consecutive_failures, cfg.study.deterministic_ops) == (0, 0, True)

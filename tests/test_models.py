@@ -75,3 +75,44 @@ def test_xla_only_without_dropout() -> None:
     with_dropout = dense(dropout=0.3)
     assert compile_model(build(with_dropout, (28, 28, 1), 10), with_dropout).jit_compile is False
     assert compile_model(build(dense(), (28, 28, 1), 10), dense()).jit_compile is True
+
+
+def test_parameter_count_without_building_equals_keras_count() -> None:
+    """``count_params`` (no weight allocated) == ``model.count_params()`` on sampled points of both families."""
+    import optuna
+
+    from hpo import space
+    from hpo.config import load_config, parse_config
+    from hpo.models import count_params
+    from tests.conftest import STUDIES
+
+    tutorial = space.sample(optuna.trial.FixedTrial({}), load_config(STUDIES / "inception_tutorial.toml"))
+    assert count_params(tutorial, (28, 28, 1), 10) == 586_730
+    assert count_params(dense(), (28, 28, 1), 10) == 101_770
+    raw = {
+        "model": {"family": ["dense", "inception"]},
+        "space": {
+            "dense": {"layers": {"low": 1, "high": 3}, "units": {"low": 1, "high": 300}, "batchnorm": [False, True]},
+            "inception": {
+                "stem_filters": {"low": 1, "high": 24},
+                "stages": {"low": 1, "high": 3},
+                "blocks": {"low": 0, "high": 2},
+                "filters_1x1": {"low": 1, "high": 24},
+                "filters_3x3": {"low": 1, "high": 24},
+                "down_filters": {"low": 1, "high": 24},
+                "batchnorm": [False, True],
+                "dropout": [0.0, 0.2],
+            },
+        },
+    }
+    cfg = parse_config(raw)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen = set()
+    for i in range(16):
+        params = space.sample(study.ask(), cfg)
+        shape, classes = ((28, 28, 1), 10) if i % 2 else ((30, 20, 3), 7)
+        keras.backend.clear_session()
+        model = build(params, shape, classes)
+        assert count_params(params, shape, classes) == model.count_params(), params
+        seen.add((params.family, params.arch["batchnorm"]))
+    assert seen == {(f, bn) for f in ("dense", "inception") for bn in (False, True)}

@@ -10,15 +10,33 @@ from pathlib import Path
 
 import keras
 
-from hpo.models.dense import build_dense
-from hpo.models.inception import build_inception
+from hpo.models.dense import build_dense, count_dense_params
+from hpo.models.inception import build_inception, count_inception_params
 from hpo.space import Params
 
-__all__ = ["BUILDERS", "build", "compile_model", "load_model", "make_optimizer", "save_model", "STEPS_PER_EXECUTION"]
+__all__ = [
+    "BUILDERS",
+    "COUNTERS",
+    "build",
+    "count_params",
+    "compile_model",
+    "load_model",
+    "make_optimizer",
+    "save_model",
+    "STEPS_PER_EXECUTION",
+]
 
 BUILDERS: dict[str, Callable[[Params, tuple[int, ...], int], keras.Model]] = {
     "dense": build_dense,
     "inception": build_inception,
+}
+# Parameter count of the model a builder would make, computed without allocating a weight (so
+# that a too-large model is refused before it can exhaust memory).  Keras 3 creates a layer's
+# weights as soon as it is called on a symbolic input, so an unbuilt model cannot be counted
+# by Keras itself; tests check each formula against ``model.count_params()``.
+COUNTERS: dict[str, Callable[[Params, tuple[int, ...], int], int]] = {
+    "dense": count_dense_params,
+    "inception": count_inception_params,
 }
 
 # Measured on a 2-core CPU (docs/PERFORMANCE.md): 32 steps per execution with XLA trains the
@@ -37,6 +55,11 @@ def _has_dropout(layer: keras.layers.Layer) -> bool:
 def build(params: Params, input_shape: tuple[int, ...], n_classes: int) -> keras.Model:
     """Build (not compile) the model of one trial."""
     return BUILDERS[params.family](params, tuple(input_shape), n_classes)
+
+
+def count_params(params: Params, input_shape: tuple[int, ...], n_classes: int) -> int:
+    """``build(params, ...).count_params()`` (trainable and not), without building the model."""
+    return COUNTERS[params.family](params, tuple(input_shape), n_classes)
 
 
 def make_optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimizer:

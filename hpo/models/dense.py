@@ -15,7 +15,25 @@ import keras
 
 from hpo.space import Params
 
-__all__ = ["build_dense"]
+__all__ = ["build_dense", "count_dense_params"]
+
+
+def count_dense_params(params: Params, input_shape: tuple[int, ...], n_classes: int) -> int:
+    """What :func:`build_dense` would give ``model.count_params()``, without building it.
+
+    Per hidden layer of ``u`` units on ``n`` inputs: ``n * u`` weights plus ``u`` biases, or with
+    batch-norm no bias and ``4 * u`` (gamma, beta, moving mean, moving variance); the head has
+    ``n * n_classes + n_classes``.
+    """
+    a = params.arch
+    n = 1
+    for size in input_shape:
+        n *= int(size)
+    total = 0
+    for units in a["units"]:
+        total += n * units + (4 * units if a["batchnorm"] else units)
+        n = units
+    return total + n * n_classes + n_classes
 
 
 def build_dense(params: Params, input_shape: tuple[int, ...], n_classes: int) -> keras.Model:

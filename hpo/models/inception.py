@@ -33,6 +33,7 @@ __all__ = [
     "DownsampleBlock",
     "InceptionBlock",
     "build_inception",
+    "count_inception_params",
     "downsampled_size",
 ]
 
@@ -296,3 +297,28 @@ def build_inception(params: Params, input_shape: tuple[int, ...], n_classes: int
         x = keras.layers.Dropout(a["dropout"], name="dropout")(x)
     outputs = keras.layers.Dense(n_classes, activation="softmax", name="head")(x)
     return keras.Model(inputs, outputs, name="inception")
+
+
+def count_inception_params(params: Params, input_shape: tuple[int, ...], n_classes: int) -> int:
+    """What :func:`build_inception` would give ``model.count_params()``, without building it.
+
+    A :class:`ConvBlock` of ``f`` filters, kernel ``k`` on ``c`` channels holds ``k * k * c * f``
+    weights and ``f`` biases, plus ``4 * f`` with batch-norm (gamma, beta, moving mean and
+    variance).  Pooling and dropout hold none; the head ``c * n_classes + n_classes``.
+    """
+    a = params.arch
+    per_filter = 1 + (4 if a["batchnorm"] else 0)
+
+    def conv(kernel: int, channels: int, filters: int) -> int:
+        return kernel * kernel * channels * filters + per_filter * filters
+
+    channels = int(input_shape[-1])
+    total = conv(3, channels, a["stem_filters"])
+    channels = a["stem_filters"]
+    for blocks, down in zip(a["blocks"], a["down_filters"], strict=True):
+        for f1, f3 in blocks:
+            total += conv(1, channels, f1) + conv(3, channels, f3)
+            channels = f1 + f3
+        total += conv(3, channels, down)
+        channels += down
+    return total + channels * n_classes + n_classes
