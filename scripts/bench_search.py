@@ -144,8 +144,22 @@ def run_one(variant: str, seed: int, budget: float, max_epochs: int, target: flo
     }
 
 
+def to_any(trials: list[dict[str, Any]]) -> float | None:
+    """Total epochs spent when the first trial reached the target (in any number of epochs)."""
+    spent = 0.0
+    for r in trials:
+        spent += r["epochs"]
+        if r["epochs_to_target"] is not None:
+            return round(spent, 3)
+    return None
+
+
 def replay(run: dict[str, Any], pruner_name: str, budget: float) -> dict[str, Any]:
-    """What ``pruner_name`` would have spent on a ``random`` run's trials, in the same order."""
+    """What ``pruner_name`` would have spent on a ``random`` or ``grid`` run's trials, in order.
+
+    Those samplers do not look at results, so the same trials come in the same order whatever
+    the pruner does; what a pruner changes is the epochs each trial gets.
+    """
     import optuna
 
     from hpo.config import parse_config
@@ -154,7 +168,7 @@ def replay(run: dict[str, Any], pruner_name: str, budget: float) -> dict[str, An
     raw = variant_config("tpe+" + pruner_name, run["seed"], run["max_epochs"], run["target"])
     cfg = parse_config(raw, source=f"replay {pruner_name}")
     study = optuna.create_study(direction="minimize", pruner=make_pruner(cfg))
-    spent, epochs_to_3, reached = 0.0, None, []
+    spent, epochs_to_3, reached, first = 0.0, None, [], None
     for rec in run["trials"]:
         if spent >= budget or not rec["curve"]:
             break
@@ -167,6 +181,7 @@ def replay(run: dict[str, Any], pruner_name: str, budget: float) -> dict[str, An
                 study.tell(t, value)
                 spent += ett
                 reached.append(ett)
+                first = round(spent, 3) if first is None else first
                 if epochs_to_3 is None and ett <= WITHIN:
                     epochs_to_3 = round(spent, 3)
                 break
@@ -178,10 +193,11 @@ def replay(run: dict[str, Any], pruner_name: str, budget: float) -> dict[str, An
                 study.tell(t, value)
                 spent += len(rec["curve"])
     return {
-        "variant": f"random+{pruner_name} (replay)",
+        "variant": f"{run['variant']}+{pruner_name} (replay)",
         "seed": run["seed"],
         "spent": round(spent, 3),
         "epochs_to_3": epochs_to_3,
+        "epochs_to_any": first,
         "best": min(reached) if reached else None,
     }
 
@@ -200,23 +216,32 @@ def summarise(runs: list[dict[str, Any]], budget: float) -> dict[str, Any]:
     rows: dict[str, list[dict[str, Any]]] = {}
     for r in runs:
         rows.setdefault(r["variant"], []).append(r)
-    for r in [r for r in runs if r["variant"] == "random"]:
+    for r in runs:
+        r.setdefault("epochs_to_any", to_any(r.get("trials", [])))
+    for r in [r for r in runs if r["variant"] in ("random", "grid")]:
         for p in PRUNERS:
-            rows.setdefault(f"random+{p} (replay)", []).append(replay(r, p, budget))
+            rows.setdefault(f"{r['variant']}+{p} (replay)", []).append(replay(r, p, budget))
     print(f"\nmedian over seeds (range); budget {budget:g} epochs; '>{budget:g}' = not within the budget")
-    print(f"{'variant':<30} {'seeds':>5}  {'epochs until a trial reached it in <=3':<40} {'best epochs-to-target':<22} trials (pruned)")
+    print(
+        f"{'variant':<32} {'seeds':>5}  {'epochs until target in <=3':<28} {'epochs until target at all':<28} "
+        f"{'best epochs-to-target':<22} {'epochs spent':<14} trials (pruned)"
+    )
     out: dict[str, Any] = {}
     for name, rs in rows.items():
         e3 = _median_range([r["epochs_to_3"] for r in rs], budget)
+        anyt = _median_range([r["epochs_to_any"] for r in rs], budget)
         best = _median_range([r["best"] for r in rs], budget)
+        spent = _median_range([r["spent"] for r in rs], budget)
         trials = "" if "n_trials" not in rs[0] else f"{statistics.median(r['n_trials'] for r in rs):g} ({statistics.median(r['n_pruned'] for r in rs):g})"
-        print(f"{name:<30} {len(rs):>5}  {e3:<40} {best:<22} {trials}")
+        print(f"{name:<32} {len(rs):>5}  {e3:<28} {anyt:<28} {best:<22} {spent:<14} {trials}")
         keyed = [math.inf if r["epochs_to_3"] is None else r["epochs_to_3"] for r in rs]
         out[name] = {
             "seeds": len(rs),
             "epochs_to_3_median": None if statistics.median(keyed) == math.inf else statistics.median(keyed),
             "epochs_to_3": [r["epochs_to_3"] for r in rs],
+            "epochs_to_any": [r["epochs_to_any"] for r in rs],
             "best": [r["best"] for r in rs],
+            "spent": [r["spent"] for r in rs],
         }
     return out
 
