@@ -253,9 +253,11 @@ def _storage_arg(p: argparse.ArgumentParser) -> None:
 # Commands
 
 
-def _check_folder(path: str | os.PathLike, flag: str) -> None:
+def _check_folder(path: str | os.PathLike, flag: str, *, writable: bool = True) -> None:
     """Bad input writes nothing: a folder a command will write to must exist or be creatable,
-    checked before anything (the folder included) is created."""
+    checked before anything (the folder included) is created.  With ``writable=False`` an
+    existing folder that cannot be written is not bad input (the artifact folder: that costs
+    the artifacts, with a warning, not the trials)."""
     from pathlib import Path
 
     folder = Path(path)
@@ -264,7 +266,7 @@ def _check_folder(path: str | os.PathLike, flag: str) -> None:
         raise HpoError(f"{flag}: {str(folder)!r} is a file, not a folder")
     if not existing.is_dir():
         raise HpoError(f"{flag}: cannot create folder {str(folder)!r}: {str(existing)!r} is a file")
-    if not os.access(existing, os.W_OK | os.X_OK):
+    if (writable or existing != folder) and not os.access(existing, os.W_OK | os.X_OK):
         raise HpoError(f"{flag}: cannot write to folder {str(existing)!r}")
 
 
@@ -292,7 +294,7 @@ def cmd_study(args: argparse.Namespace) -> int:
     if not args.no_artifacts:
         from hpo.artifacts import DEFAULT_ARTIFACT_DIR
 
-        _check_folder(args.artifact_dir or DEFAULT_ARTIFACT_DIR, "--artifact-dir")
+        _check_folder(args.artifact_dir or DEFAULT_ARTIFACT_DIR, "--artifact-dir", writable=False)
     if args.workers > 1:
         return _run_workers(args, cfg, url, n_trials)
     split = prepare(cfg.data)  # data errors surface before anything is stored

@@ -281,6 +281,6 @@ def test_study_flag_errors_exit_2(tmp_path):
         str(tmp_path / "file" / "a"),
     )
     assert proc.returncode == 2
-    assert proc.stderr.strip().startswith("hpo: error: --artifact-dir: cannot create artifact folder")
+    assert proc.stderr.strip().startswith("hpo: error: --artifact-dir: cannot create folder")
     assert len(proc.stderr.strip().splitlines()) == 1
     assert not Path(tmp_path / "x.db").exists()
