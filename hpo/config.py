@@ -581,7 +581,9 @@ def _parse_objective(chk: _Checker, t: Mapping[str, Any]) -> ObjectiveSettings:
     max_epochs = chk.integer(t, "objective.max_epochs", 15, minimum=1)
     checks = chk.integer(t, "objective.checks_per_epoch", 1, minimum=1)
     if checks > 100:
-        raise chk.error("objective.checks_per_epoch", f"must be <= 100 (each check is a pass over the validation split), but got {checks}")
+        raise chk.error(
+            "objective.checks_per_epoch", f"must be <= 100 (each check is a pass over the validation split), but got {checks}"
+        )
     max_params = chk.integer(t, "objective.max_params", DEFAULT_MAX_PARAMS, minimum=0)
     return ObjectiveSettings(
         monitor=MONITORS[monitor], target=target, max_epochs=max_epochs, checks_per_epoch=checks, max_params=max_params

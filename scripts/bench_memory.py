@@ -2,12 +2,13 @@
 
 Runs ``python -m hpo.run study`` (one worker, real dense trials of the main job's space with
 artifacts on, small data so that a trial takes seconds) as a subprocess and samples its
-resident set size (VmRSS, plus that of any child it replaced itself with) while counting
-finished trials in the study's SQLite file.  Prints the RSS after 10, 25, 50, 75, 100 trials
+resident set size (VmRSS; a worker that replaces itself keeps its PID) every 0.25 s while
+counting finished trials in the study's SQLite file; "RSS after n trials" is the largest
+sample taken while n trials were finished, i.e. while the worker ran the next one.  Prints the RSS after 10, 25, 50, 75, 100 trials
 and the growth from trial 10 to the last; the last line is a JSON object.
 
     python scripts/bench_memory.py                       # 100 trials, 2,000 images, 1 epoch
-    python scripts/bench_memory.py --trials 40 --set study.recycle_after=10
+    python scripts/bench_memory.py --set study.recycle_after=0     # one process throughout
 
 Target: RSS after 100 trials <= RSS after 10 trials + 200 MB.
 """
@@ -70,15 +71,12 @@ def main() -> int:
         proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         at: dict[int, float] = {}
         peak = 0.0
-        last = -1
         while proc.poll() is None:
             rss = rss_mb(proc.pid)
             if rss is not None:
                 peak = max(peak, rss)
                 n = finished(db)
-                if n != last:
-                    at[n] = rss
-                    last = n
+                at[n] = max(at.get(n, 0.0), rss)  # the most the worker held while running trial n + 1
             time.sleep(0.25)
         out = proc.stdout.read() if proc.stdout else ""
         seconds = time.perf_counter() - started
@@ -88,10 +86,12 @@ def main() -> int:
     counts = sorted(at)
 
     def rss_after(n: int) -> float | None:
-        """RSS sampled while the worker ran the trial after the n-th finished one."""
+        """The largest RSS sampled while the worker ran the trial after the n-th finished one."""
         return next((at[c] for c in counts if c >= n), None)
 
-    print(f"{a.trials} trials of {STUDY.name} ({a.train_size} images, {a.max_epochs} epoch) in {seconds:.0f} s; overrides {a.overrides}")
+    print(
+        f"{a.trials} trials of {STUDY.name} ({a.train_size} images, {a.max_epochs} epoch) in {seconds:.0f} s; overrides {a.overrides}"
+    )
     print(f"{'trials':>6} {'RSS MB':>8}")
     for m in MARKS:
         if m <= a.trials and rss_after(m) is not None:

@@ -96,7 +96,9 @@ def main() -> int:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     result = {}
-    print(f"{'backend':<11} {'trial':>5} {'wall s':>7} {'train s':>8} {'1st-epoch extra s':>17} {'other s':>8} {'other %':>8} {'outside training %':>18}")
+    print(
+        f"{'backend':<11} {'trial':>5} {'wall s':>7} {'train s':>8} {'1st-epoch extra s':>17} {'other s':>8} {'other %':>8} {'outside training %':>18}"
+    )
     for backend in a.backends.split(","):
         with fresh_database(backend) as url, tempfile.TemporaryDirectory() as tmp:
             rows = measure(url, a.trials, a.epochs, a.sampled, Path(tmp))

@@ -232,7 +232,11 @@ def summarise(runs: list[dict[str, Any]], budget: float) -> dict[str, Any]:
         anyt = _median_range([r["epochs_to_any"] for r in rs], budget)
         best = _median_range([r["best"] for r in rs], budget)
         spent = _median_range([r["spent"] for r in rs], budget)
-        trials = "" if "n_trials" not in rs[0] else f"{statistics.median(r['n_trials'] for r in rs):g} ({statistics.median(r['n_pruned'] for r in rs):g})"
+        trials = (
+            ""
+            if "n_trials" not in rs[0]
+            else f"{statistics.median(r['n_trials'] for r in rs):g} ({statistics.median(r['n_pruned'] for r in rs):g})"
+        )
         print(f"{name:<32} {len(rs):>5}  {e3:<28} {anyt:<28} {best:<22} {spent:<14} {trials}")
         keyed = [math.inf if r["epochs_to_3"] is None else r["epochs_to_3"] for r in rs]
         out[name] = {

@@ -215,7 +215,12 @@ def scale_worker(url: str, n_trials: int) -> dict[str, float]:
     open_study(load_config(TINY, SCALE_OVERRIDES), make_storage(url)).get_trials(deepcopy=False)
     opened = time.perf_counter() - started
     ms = storage_ms_per_trial(url, n_trials, SCALE_OVERRIDES)
-    return {"open_s": opened, "first_ms": ms[0], "median_ms": statistics.median(ms[1:]), "p90_ms": statistics.quantiles(ms[1:], n=10)[-1]}
+    return {
+        "open_s": opened,
+        "first_ms": ms[0],
+        "median_ms": statistics.median(ms[1:]),
+        "p90_ms": statistics.quantiles(ms[1:], n=10)[-1],
+    }
 
 
 def timed_report(url: str) -> tuple[float, str]:
@@ -289,7 +294,9 @@ def main() -> int:
     parser.add_argument("--sqlite-stress", metavar="WxN", help="also run W processes x N storage-only trials on one SQLite file")
     parser.add_argument("--stress-worker", nargs=2, metavar=("URL", "N"), help=argparse.SUPPRESS)
     parser.add_argument(
-        "--scale", metavar="SIZES", help="only the study-size part: comma-separated sizes, e.g. 1000,10000 (per backend in --backends)"
+        "--scale",
+        metavar="SIZES",
+        help="only the study-size part: comma-separated sizes, e.g. 1000,10000 (per backend in --backends)",
     )
     parser.add_argument("--scale-sample", type=int, default=100, help="trials a new worker runs at each size (default 100)")
     parser.add_argument("--scale-worker", nargs=2, metavar=("URL", "N"), help=argparse.SUPPRESS)

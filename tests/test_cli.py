@@ -12,7 +12,16 @@ from optuna.trial import TrialState
 from tests.conftest import run_cli
 
 DENSE = "studies/fashion_dense.toml"
-SMALL = ["--set", "data.train_size=1000", "--set", "objective.max_epochs=2", "--set", "objective.target=0.7", "--no-progress", "--no-artifacts"]
+SMALL = [
+    "--set",
+    "data.train_size=1000",
+    "--set",
+    "objective.max_epochs=2",
+    "--set",
+    "objective.target=0.7",
+    "--no-progress",
+    "--no-artifacts",
+]
 ATTRS = {
     "family",
     "epochs_to_target",
