@@ -205,7 +205,7 @@ class StudySettings:
     name: str
     sampler: str = "tpe"
     sampler_options: Mapping[str, Any] = dataclasses.field(default_factory=lambda: _frozen({}))
-    pruner: str = "percentile"
+    pruner: str = "successive_halving"
     pruner_options: Mapping[str, Any] = dataclasses.field(default_factory=lambda: _frozen({}))
     seed: int | None = None
     n_trials: int | None = 20
@@ -520,7 +520,7 @@ def parse_config(
 def _parse_study(chk: _Checker, t: Mapping[str, Any], default_name: str) -> StudySettings:
     name = chk.string(t, "study.name", default_name)
     sampler = chk.string(t, "study.sampler", "tpe", SAMPLERS)
-    pruner = chk.string(t, "study.pruner", "percentile", PRUNERS)
+    pruner = chk.string(t, "study.pruner", "successive_halving", PRUNERS)
     sampler_options = chk.table(t, "study.sampler_options")
     pruner_options = chk.table(t, "study.pruner_options")
     seed = chk.integer(t, "study.seed", None, minimum=0)
