@@ -611,7 +611,9 @@ def cmd_proxy(args: argparse.Namespace) -> int:
     url = resolve_url(args.storage)
     if url.startswith("grpc://"):
         raise HpoError("proxy --storage needs a database URL (postgresql+psycopg2://, mysql+pymysql://, sqlite:///), not grpc://")
-    storage = optuna.storages.get_storage(make_storage(url))  # with Optuna's in-process cache, as its docs advise
+    # With Optuna's in-process cache, as its docs advise; no heartbeat: its workers cannot beat,
+    # and a heartbeat given to the trials it creates would let other workers fail them.
+    storage = optuna.storages.get_storage(make_storage(url, heartbeat_interval=None))
     try:
         # What optuna.storages.run_grpc_proxy_server does, split so that a busy port is reported
         # before "serving" is printed.

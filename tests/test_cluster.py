@@ -222,6 +222,52 @@ def test_sigkilled_worker_trial_fails_after_grace_period_and_is_retried(postgres
     assert retry.user_attrs["epochs"] == 6 and retry.user_attrs["stop_reason"] == "max_epochs"
 
 
+DIE_AFTER_ASK = """
+import os, signal, sys, warnings
+from hpo.config import load_config
+from hpo.storage import make_storage, open_study
+url, path, waiting = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
+cfg = load_config(path, ["study.heartbeat_interval=1", "study.grace_period=3", "objective.max_epochs=1"])
+study = open_study(cfg, make_storage(url, heartbeat_interval=1, grace_period=3, max_retry=1))
+if waiting:
+    study.enqueue_trial({"units_l0": 16, "learning_rate": 0.005})
+warnings.simplefilter("ignore")
+trial = study.ask()  # what study.optimize does before it starts the heartbeat thread
+print(trial.number, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@pytest.mark.parametrize("waiting", [False, True], ids=["new-trial", "waiting-trial"])
+def test_worker_killed_before_its_first_heartbeat_is_failed_and_retried(postgres_url, waiting):
+    """A worker dies the instant after its trial became RUNNING, before the heartbeat thread ran.
+
+    Optuna's stale check skips RUNNING trials without any heartbeat: such a trial used to stay
+    RUNNING forever.  hpo's storage gives a trial its heartbeat as it becomes RUNNING.
+    """
+    victim = subprocess.run(
+        [sys.executable, "-c", DIE_AFTER_ASK, postgres_url, TINY, "1" if waiting else "0"],
+        cwd=REPO,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert victim.returncode == -signal.SIGKILL, victim.stderr[-2000:]
+    assert victim.stdout.strip() == "0"
+    assert [t.state for t in load(postgres_url).trials] == [TrialState.RUNNING]
+    time.sleep(4)  # > grace period
+
+    hb = ("--set", "study.heartbeat_interval=1", "--set", "study.grace_period=3", "--set", "study.max_retries=1")
+    out = run_cli("study", TINY, "--n-trials", "1", "--no-artifacts", *hb, *ONE_EPOCH[:2], env=cli_env(HPO_STORAGE=postgres_url))
+    assert out.returncode == 0, out.stderr[-2000:]
+    trials = load(postgres_url).trials
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]
+    assert trials[1].system_attrs["failed_trial"] == 0
+    if waiting:
+        assert trials[1].params == {"units_l0": 16, "learning_rate": 0.005}
+
+
 def test_sigterm_ends_the_running_trial_as_fail_promptly(sqlite_url):
     proc = popen_cli(
         "study", TINY, "--storage", sqlite_url, "--n-trials", "1", "--no-artifacts", "--set", "objective.max_epochs=30"
@@ -263,6 +309,14 @@ def test_two_workers_through_the_grpc_proxy(postgres_url):
     assert proxy.returncode == 143
     assert SECRET not in line + stdout + stderr
     assert_finished_trials(load(postgres_url), 4)
+    # The proxy's storage has no heartbeat: a heartbeat given to the trials it creates would never
+    # be renewed (its workers cannot beat), and direct workers on the study would fail them.
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(postgres_url)
+    with engine.connect() as c:
+        assert c.execute(sqlalchemy.text("SELECT count(*) FROM trial_heartbeats")).scalar() == 0
+    engine.dispose()
 
 
 # --------------------------------------------------------------------------------------------
