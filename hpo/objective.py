@@ -96,8 +96,8 @@ class Objective:
         except optuna.TrialPruned:
             self._record(trial, model, cb, n_params, started, fit_seconds)
             raise
-        except (HpoError, KeyboardInterrupt):
-            raise
+        except (HpoError, KeyboardInterrupt, optuna.exceptions.UpdateFinishedTrialError):
+            raise  # the last: another worker failed this trial, nothing can be recorded on it
         except Exception as e:
             line = (str(e).strip().splitlines() or [type(e).__name__])[0][:500]
             trial.set_user_attr("stop_reason", "error")

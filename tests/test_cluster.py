@@ -17,7 +17,9 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from hpo.config import load_config
 from hpo.objective import TRIAL_ATTRS
+from hpo.storage import make_storage, open_study
 from tests.conftest import MYSQL_ADMIN_URL, REPO, STUDIES, cli_env, run_cli
 
 TINY = str(STUDIES / "tiny.toml")
@@ -266,6 +268,43 @@ def test_worker_killed_before_its_first_heartbeat_is_failed_and_retried(postgres
     assert trials[1].system_attrs["failed_trial"] == 0
     if waiting:
         assert trials[1].params == {"units_l0": 16, "learning_rate": 0.005}
+
+
+def test_worker_whose_trial_was_failed_while_it_was_paused_goes_on(postgres_url):
+    """A live worker misses its heartbeats (paused, or starved on an overloaded machine) and
+    another worker's stale check fails and re-queues its trial: the worker says so in one line
+    and goes on with its next trial, instead of dying on Optuna's "Cannot tell a FAIL trial"."""
+    hb = ("--set", "study.heartbeat_interval=1", "--set", "study.grace_period=3", "--set", "study.max_retries=1")
+    args = ("--n-trials", "2", "--no-artifacts", "--no-progress", *hb, "--set", "objective.max_epochs=4")
+    # One storage for watching and for the stale check (not one connection pool per look).
+    cfg = load_config(TINY, ["objective.max_epochs=4"])
+    storage = make_storage(postgres_url, heartbeat_interval=1, grace_period=3, max_retry=1)
+    study = open_study(cfg, storage)
+
+    def running_with_a_report():
+        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        return running[0] if running and running[0].intermediate_values else None
+
+    worker = popen_cli("study", TINY, *args, env=cli_env(HPO_STORAGE=postgres_url))
+    try:
+        trial = wait_for(running_with_a_report, 300, "a running trial with a report")
+        os.kill(worker.pid, signal.SIGSTOP)
+        time.sleep(5)  # > grace period: the trial looks dead
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            optuna.storages.fail_stale_trials(study)  # what any other worker does before its next trial
+        assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.WAITING]
+    finally:
+        os.kill(worker.pid, signal.SIGCONT)
+    stdout, stderr = worker.communicate(timeout=600)
+    assert worker.returncode == 0, stderr[-3000:]
+    assert f"trial {trial.number} was marked FAIL by another worker" in stderr
+    assert "Cannot tell" not in stderr
+    trials = study.trials
+    storage.engine.dispose()
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]  # the worker ran the retry itself
+    assert trials[1].system_attrs["failed_trial"] == trial.number
+    assert "2 trials in " in stdout
 
 
 def test_sigterm_ends_the_running_trial_as_fail_promptly(sqlite_url):
