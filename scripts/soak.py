@@ -209,7 +209,7 @@ class Soak:
         slot.proc.wait()
         slot.killed.add(pid)
         # A trial that is still RUNNING now was killed mid-way: no one but the stale check can end it.
-        hit = number is not None and self.state_of(number) == TrialState.RUNNING
+        hit = self.state_of(number) == TrialState.RUNNING
         self.kills.append({"at": round(self.elapsed(), 1), "worker": slot.index, "pid": pid, "trial": number if hit else None})
         print(
             f"{self.elapsed():7.1f} s  SIGKILL worker {slot.index} (pid {pid})"
@@ -296,10 +296,11 @@ class Soak:
             print(f"{self.elapsed():7.1f} s  running the {len(waiting)} waiting retries with one more worker", flush=True)
             log = self.log_dir / "end.log"
             with open(log, "a", encoding="utf-8") as f:
-                code = subprocess.call(
+                proc = subprocess.Popen(
                     self.argv(len(waiting), a.seed + 10_000), cwd=REPO, env=self.env(), stdout=f, stderr=subprocess.STDOUT
                 )
-            self.end_trials += len(waiting)
+                code = proc.wait()
+            self.end_trials += self.finished_by(Slot(-1, 0, pids=[proc.pid]))
             if code != 0:
                 self.violations.append(f"the worker running the waiting retries exited with code {code} (see {log})")
                 break
