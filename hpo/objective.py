@@ -202,8 +202,8 @@ class Objective:
         except optuna.TrialPruned:
             self._record(trial, model, cb, n_params, started, fit_seconds)
             raise
-        except HpoError:
-            raise
+        except (HpoError, optuna.exceptions.UpdateFinishedTrialError):
+            raise  # the last: another worker failed this trial, nothing can be recorded on it
         except KeyboardInterrupt:
             trial.set_user_attr("stop_reason", "interrupted")
             raise

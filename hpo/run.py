@@ -358,7 +358,8 @@ def cmd_study(args: argparse.Namespace) -> int:
     signals.hold = True  # from here on a signal ends a trial only while it trains (Signals)
     try:
         if cfg.study.max_trials is None:
-            study.optimize(
+            _optimize(
+                study,
                 objective,
                 n_trials=chunk,
                 timeout=timeout,
@@ -553,6 +554,64 @@ def _one_line_artifact_warnings(folder: str) -> None:
         )
 
 
+def _optimize(study: Any, objective: Any, *, n_trials: int | None, timeout: float | None, **kwargs: Any) -> None:
+    """``study.optimize(objective, n_trials, timeout, **kwargs)`` that survives losing a trial.
+
+    A worker that misses its heartbeats for longer than ``study.grace_period`` (a paused process,
+    a machine so overloaded that the heartbeat thread does not run) finds its trial failed by
+    another worker's stale check, which has re-queued it.  Optuna then raises out of ``optimize``
+    ("Cannot tell a FAIL trial"); here the worker says so in one line and goes on with the rest of
+    its trials (the lost one counts as one of them, like any failed trial).
+    """
+    import optuna
+
+    started = time.monotonic()
+    ran: list[Any] = []
+
+    def watched(trial: Any) -> float:
+        ran.append(trial)
+        try:
+            return objective(trial)
+        except optuna.exceptions.UpdateFinishedTrialError:  # logged by Optuna: keep it short
+            raise TrialLost(f"trial {trial.number} was marked FAIL by another worker") from None
+
+    while True:
+        left = None if n_trials is None else n_trials - len(ran)
+        left_time = None if timeout is None else timeout - (time.monotonic() - started)
+        if (left is not None and left <= 0) or (left_time is not None and left_time <= 0):
+            return
+        try:
+            study.optimize(watched, n_trials=left, timeout=left_time, **kwargs)
+            return
+        except (ValueError, optuna.exceptions.UpdateFinishedTrialError) as e:
+            if not ran or not _failed_by_another_worker(study, ran[-1], e):
+                raise
+            storage = getattr(study._storage, "_backend", study._storage)  # under Optuna's cache
+            grace = getattr(storage, "grace_period", None) or 2 * (getattr(storage, "heartbeat_interval", None) or 0)
+            print(
+                f"hpo: trial {ran[-1].number} was marked FAIL by another worker: this process sent no heartbeat "
+                f"for study.grace_period = {grace} s (paused, or the machine overloaded?); the stale check re-queues "
+                "the trial (up to study.max_retries times) and this worker goes on",
+                file=sys.stderr,
+                flush=True,
+            )
+
+
+class TrialLost(Exception):
+    """This worker's running trial was failed by another worker's stale check."""
+
+
+def _failed_by_another_worker(study: Any, trial: Any, error: BaseException) -> bool:
+    """True if ``error`` is Optuna refusing to finish ``trial`` because it is FAIL already.
+
+    This process never stores FAIL before telling: the stored FAIL came from a stale check."""
+    import optuna
+    from optuna.trial import TrialState
+
+    refused = isinstance(error, optuna.exceptions.UpdateFinishedTrialError) or str(error).startswith("Cannot tell a ")
+    return refused and study._storage.get_trial(trial._trial_id).state == TrialState.FAIL
+
+
 WORKER_ATTR = "worker"  # user attr: HOST:PID of the process that ran the trial
 
 
@@ -675,7 +734,9 @@ def _optimize_capped(
         counted, waiting = _cap_count(study)
         if counted >= max_trials and not waiting:
             return True
-        study.optimize(capped, n_trials=1, catch=(TrialFailed,), callbacks=[run.after_trial], gc_after_trial=False)
+        _optimize(
+            study, capped, n_trials=1, timeout=None, catch=(TrialFailed,), callbacks=[run.after_trial], gc_after_trial=False
+        )
         done += 1
         if run.stopped:
             return False
@@ -851,7 +912,9 @@ def cmd_proxy(args: argparse.Namespace) -> int:
     url = resolve_url(args.storage)
     if url.startswith("grpc://"):
         raise HpoError("proxy --storage needs a database URL (postgresql+psycopg2://, mysql+pymysql://, sqlite:///), not grpc://")
-    storage = optuna.storages.get_storage(make_storage(url))  # with Optuna's in-process cache, as its docs advise
+    # With Optuna's in-process cache, as its docs advise; no heartbeat: its workers cannot beat,
+    # and a heartbeat given to the trials it creates would let other workers fail them.
+    storage = optuna.storages.get_storage(make_storage(url, heartbeat_interval=None))
     try:
         # What optuna.storages.run_grpc_proxy_server does, split so that a busy port is reported
         # before "serving" is printed.

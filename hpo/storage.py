@@ -28,6 +28,7 @@ from hpo.errors import ConfigError, StorageError, StudyMismatchError
 
 __all__ = [
     "DEFAULT_STORAGE",
+    "HeartbeatRDBStorage",
     "STUDY_ATTR",
     "make_pruner",
     "make_sampler",
@@ -183,10 +184,35 @@ def close_sqlite() -> None:
             pass
 
 
+class HeartbeatRDBStorage(optuna.storages.RDBStorage):
+    """Optuna's RDB storage in which a trial has a heartbeat from the instant it is RUNNING.
+
+    Optuna records a trial's first heartbeat from a thread that ``study.optimize`` starts after
+    ``study.ask()`` has returned, and its stale check skips RUNNING trials that have no heartbeat
+    at all.  A worker killed in between -- one or more database round trips, long on a busy
+    machine -- left its trial RUNNING for ever: never failed, never retried.  Here a new RUNNING
+    trial gets its heartbeat in the transaction that creates it, and a waiting trial (a retry)
+    gets one just before it is set RUNNING.
+    """
+
+    def _get_prepared_new_trial(self, study_id: int, template_trial: Any, session: Any) -> Any:
+        from optuna.storages._rdb import models
+
+        trial = super()._get_prepared_new_trial(study_id, template_trial, session)
+        if self.heartbeat_interval is not None and trial.state == optuna.trial.TrialState.RUNNING:
+            session.add(models.TrialHeartbeatModel(trial_id=trial.trial_id))
+        return trial
+
+    def set_trial_state_values(self, trial_id: int, state: Any, values: Any = None) -> bool:
+        if self.heartbeat_interval is not None and state == optuna.trial.TrialState.RUNNING:
+            self.record_heartbeat(trial_id)  # a WAITING trial, not yet checked for staleness
+        return super().set_trial_state_values(trial_id, state, values)
+
+
 def make_storage(
     url: str,
     *,
-    heartbeat_interval: int = 30,
+    heartbeat_interval: int | None = 30,
     grace_period: int | None = None,
     max_retry: int = 2,
 ) -> optuna.storages.BaseStorage:
@@ -194,6 +220,8 @@ def make_storage(
 
     ``grpc://HOST:PORT`` joins a storage served by ``python -m hpo.run proxy`` (no heartbeat:
     Optuna's gRPC proxy cannot record one, so crashed trials there stay RUNNING).
+    ``heartbeat_interval=None`` gives an RDB storage without heartbeat (the proxy's own: the
+    trials it creates for its workers get no heartbeat, so no other worker fails them).
     """
     shown = mask_url(url)
     scheme = url.split("://", 1)[0] if "://" in url else ""
@@ -228,13 +256,16 @@ def make_storage(
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                storage = optuna.storages.RDBStorage(
-                    url,
-                    engine_kwargs=engine_kwargs,
-                    heartbeat_interval=heartbeat_interval,
-                    grace_period=grace_period,
-                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry),
-                )
+                if heartbeat_interval is None:
+                    storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+                else:
+                    storage = HeartbeatRDBStorage(
+                        url,
+                        engine_kwargs=engine_kwargs,
+                        heartbeat_interval=heartbeat_interval,
+                        grace_period=grace_period,
+                        heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry),
+                    )
                 if scheme.startswith("sqlite"):
                     _sqlite_wal(storage)
                 return storage

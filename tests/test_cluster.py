@@ -17,7 +17,9 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from hpo.config import load_config
 from hpo.objective import TRIAL_ATTRS
+from hpo.storage import make_storage, open_study
 from tests.conftest import MYSQL_ADMIN_URL, REPO, STUDIES, cli_env, popen_cli, run_cli, wait_for
 
 TINY = str(STUDIES / "tiny.toml")
@@ -201,6 +203,89 @@ def test_sigkilled_worker_trial_fails_after_grace_period_and_is_retried(postgres
     assert retry.user_attrs["epochs"] == 6 and retry.user_attrs["stop_reason"] == "max_epochs"
 
 
+DIE_AFTER_ASK = """
+import os, signal, sys, warnings
+from hpo.config import load_config
+from hpo.storage import make_storage, open_study
+url, path, waiting = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
+cfg = load_config(path, ["study.heartbeat_interval=1", "study.grace_period=3", "objective.max_epochs=1"])
+study = open_study(cfg, make_storage(url, heartbeat_interval=1, grace_period=3, max_retry=1))
+if waiting:
+    study.enqueue_trial({"units_l0": 16, "learning_rate": 0.005})
+warnings.simplefilter("ignore")
+trial = study.ask()  # what study.optimize does before it starts the heartbeat thread
+print(trial.number, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@pytest.mark.parametrize("waiting", [False, True], ids=["new-trial", "waiting-trial"])
+def test_worker_killed_before_its_first_heartbeat_is_failed_and_retried(postgres_url, waiting):
+    """A worker dies the instant after its trial became RUNNING, before the heartbeat thread ran.
+
+    Optuna's stale check skips RUNNING trials without any heartbeat: such a trial used to stay
+    RUNNING forever.  hpo's storage gives a trial its heartbeat as it becomes RUNNING.
+    """
+    victim = subprocess.run(
+        [sys.executable, "-c", DIE_AFTER_ASK, postgres_url, TINY, "1" if waiting else "0"],
+        cwd=REPO,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert victim.returncode == -signal.SIGKILL, victim.stderr[-2000:]
+    assert victim.stdout.strip() == "0"
+    assert [t.state for t in load(postgres_url).trials] == [TrialState.RUNNING]
+    time.sleep(4)  # > grace period
+
+    hb = ("--set", "study.heartbeat_interval=1", "--set", "study.grace_period=3", "--set", "study.max_retries=1")
+    out = run_cli("study", TINY, "--n-trials", "1", "--no-artifacts", *hb, *ONE_EPOCH[:2], env=cli_env(HPO_STORAGE=postgres_url))
+    assert out.returncode == 0, out.stderr[-2000:]
+    trials = load(postgres_url).trials
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]
+    assert trials[1].system_attrs["failed_trial"] == 0
+    if waiting:
+        assert trials[1].params == {"units_l0": 16, "learning_rate": 0.005}
+
+
+def test_worker_whose_trial_was_failed_while_it_was_paused_goes_on(postgres_url):
+    """A live worker misses its heartbeats (paused, or starved on an overloaded machine) and
+    another worker's stale check fails and re-queues its trial: the worker says so in one line
+    and goes on with its next trial, instead of dying on Optuna's "Cannot tell a FAIL trial"."""
+    hb = ("--set", "study.heartbeat_interval=1", "--set", "study.grace_period=3", "--set", "study.max_retries=1")
+    args = ("--n-trials", "2", "--no-artifacts", "--no-progress", *hb, "--set", "objective.max_epochs=4")
+    # One storage for watching and for the stale check (not one connection pool per look).
+    cfg = load_config(TINY, ["objective.max_epochs=4"])
+    storage = make_storage(postgres_url, heartbeat_interval=1, grace_period=3, max_retry=1)
+    study = open_study(cfg, storage)
+
+    def running_with_a_report():
+        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        return running[0] if running and running[0].intermediate_values else None
+
+    worker = popen_cli("study", TINY, *args, env=cli_env(HPO_STORAGE=postgres_url))
+    try:
+        trial = wait_for(running_with_a_report, 300, "a running trial with a report")
+        os.kill(worker.pid, signal.SIGSTOP)
+        time.sleep(5)  # > grace period: the trial looks dead
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            optuna.storages.fail_stale_trials(study)  # what any other worker does before its next trial
+        assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.WAITING]
+    finally:
+        os.kill(worker.pid, signal.SIGCONT)
+    stdout, stderr = worker.communicate(timeout=600)
+    assert worker.returncode == 0, stderr[-3000:]
+    assert f"trial {trial.number} was marked FAIL by another worker" in stderr
+    assert "Cannot tell" not in stderr
+    trials = study.trials
+    storage.engine.dispose()
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]  # the worker ran the retry itself
+    assert trials[1].system_attrs["failed_trial"] == trial.number
+    assert "2 trials in " in stdout
+
+
 # --------------------------------------------------------------------------------------------
 # gRPC storage proxy
 
@@ -227,6 +312,14 @@ def test_two_workers_through_the_grpc_proxy(postgres_url):
     assert proxy.returncode == 143
     assert SECRET not in line + stdout + stderr
     assert_finished_trials(load(postgres_url), 4)
+    # The proxy's storage has no heartbeat: a heartbeat given to the trials it creates would never
+    # be renewed (its workers cannot beat), and direct workers on the study would fail them.
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(postgres_url)
+    with engine.connect() as c:
+        assert c.execute(sqlalchemy.text("SELECT count(*) FROM trial_heartbeats")).scalar() == 0
+    engine.dispose()
 
 
 # --------------------------------------------------------------------------------------------

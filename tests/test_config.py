@@ -87,7 +87,11 @@ def test_good_file_parses_into_specs(tmp_path: Path) -> None:
         ("[data]\ntrain_size = -5\n", "data.train_size", ">= 0"),
         ("[study]\nsampler = 'bayes'\n", "study.sampler", "'bayes'"),
         ("[study]\npruner = 'medain'\n", "study.pruner", "'medain'"),
-        ("[study]\npruner = 'median'\npruner_options = {n_startup = 3}\n", "study.pruner_options.n_startup", "did you mean 'n_startup_trials'"),
+        (
+            "[study]\npruner = 'median'\npruner_options = {n_startup = 3}\n",
+            "study.pruner_options.n_startup",
+            "did you mean 'n_startup_trials'",
+        ),
         ("[study]\npruner = 'percentile'\npruner_options = {percentile = 150.0}\n", "study.pruner_options", "percentile"),
         (
             "[study]\nsampler = 'grid'\n[space.dense]\nlearning_rate = {low = 1e-4, high = 1e-2}\n",
