@@ -298,10 +298,6 @@ def cmd_study(args: argparse.Namespace) -> int:
     if args.workers > 1:
         return _run_workers(args, cfg, url, n_trials)
     split = prepare(cfg.data)  # data errors surface before anything is stored
-    if not args.no_artifacts:
-        from hpo.artifacts import DEFAULT_ARTIFACT_DIR
-
-        _one_line_artifact_warnings(args.artifact_dir or DEFAULT_ARTIFACT_DIR)
     storage = _make_storage(url, cfg)
     study = open_study(cfg, storage, args.study_name)
     artifact_store = None
@@ -309,6 +305,7 @@ def cmd_study(args: argparse.Namespace) -> int:
         from hpo.artifacts import make_artifact_store
 
         artifact_store = make_artifact_store(args.artifact_dir)
+        _one_line_artifact_warnings(args.artifact_dir or DEFAULT_ARTIFACT_DIR)
 
     import_tensorflow()
     if args.threads is not None:
