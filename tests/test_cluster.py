@@ -254,9 +254,11 @@ def test_worker_whose_trial_was_failed_while_it_was_paused_goes_on(postgres_url)
     another worker's stale check fails and re-queues its trial: the worker says so in one line
     and goes on with its next trial, instead of dying on Optuna's "Cannot tell a FAIL trial"."""
     hb = ("--set", "study.heartbeat_interval=1", "--set", "study.grace_period=3", "--set", "study.max_retries=1")
-    args = ("--n-trials", "2", "--no-artifacts", "--no-progress", *hb, "--set", "objective.max_epochs=4")
+    # 30 epochs (the target is out of reach) keep a trial running for seconds even on a quiet
+    # machine, so that the watcher below sees it RUNNING with a report before it ends.
+    args = ("--n-trials", "2", "--no-artifacts", "--no-progress", *hb, "--set", "objective.max_epochs=30")
     # One storage for watching and for the stale check (not one connection pool per look).
-    cfg = load_config(TINY, ["objective.max_epochs=4"])
+    cfg = load_config(TINY, ["objective.max_epochs=30"])
     storage = make_storage(postgres_url, heartbeat_interval=1, grace_period=3, max_retry=1)
     study = open_study(cfg, storage)
 
