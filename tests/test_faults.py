@@ -235,7 +235,8 @@ def read_only(folder: Path):
         return
     made = subprocess.run(["chattr", "+i", str(folder)], capture_output=True, text=True)
     if made.returncode != 0:
-        pytest.skip(f"running as root, where permission bits do not stop writes, and chattr +i failed: {made.stderr.strip()}")
+        # no skip: a read-only folder that cannot be made here would leave the case untested
+        pytest.fail(f"running as root, where permission bits do not stop writes, and chattr +i failed: {made.stderr.strip()}")
     try:
         yield
     finally:
