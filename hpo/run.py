@@ -345,7 +345,7 @@ def cmd_study(args: argparse.Namespace) -> int:
         # sampler past them, or it would repeat the random draws of the run that made them.
         from hpo.storage import make_sampler
 
-        study.sampler = make_sampler(cfg, seed_offset=held)
+        study.sampler = make_sampler(cfg, seed_offset=held * 1_000_003)  # far from other workers' seed + i
     recycle = cfg.study.recycle_after
     chunk = n_trials if not recycle or (n_trials is not None and n_trials <= recycle) else recycle
     capped = False
