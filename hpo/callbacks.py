@@ -47,6 +47,12 @@ class TargetPruning(keras.callbacks.Callback):
     :attr:`epochs_to_target`, :attr:`best`, :attr:`last_cost` and :attr:`history` (Keras'
     logs per epoch, plus ``epoch`` and ``epoch_seconds``) describe what happened.
 
+    ``prune=False`` never asks the pruner (repeats that confirm an answer run to the target or
+    to ``max_epochs``); ``stop_after`` stops a run that has not reached the target after that
+    many epochs (``stop_reason = "dropped"``, raised as :class:`optuna.TrialPruned`).  When the
+    study's pruner is an :class:`hpo.pruners.EpochCap` that capped the trial, the stop reason is
+    ``capped``.
+
     With sub-epoch checks, each Keras "epoch" is a part of a pass over the training data:
     ``epoch_fraction`` is the share of a pass it holds, so the epochs counted (``epoch`` in
     the history, :attr:`epochs_to_target`, :attr:`epochs_run`) are fractional, while the step
@@ -60,6 +66,9 @@ class TargetPruning(keras.callbacks.Callback):
         target: float = 0.88,
         max_epochs: int = 15,
         epoch_fraction: float = 1.0,
+        *,
+        prune: bool = True,
+        stop_after: float | None = None,
     ):
         super().__init__()
         if not 0 < epoch_fraction <= 1:
@@ -75,6 +84,8 @@ class TargetPruning(keras.callbacks.Callback):
         self.target = float(target)
         self.max_epochs = int(max_epochs)
         self.epoch_fraction = float(epoch_fraction)
+        self.prune = prune  # False: never ask the pruner (a confirmation repeat)
+        self.stop_after = stop_after  # epochs after which a run that missed the target is dropped
         self._reset()
 
     def _reset(self) -> None:
@@ -131,9 +142,15 @@ class TargetPruning(keras.callbacks.Callback):
             self.stop_reason = "target"
             self.model.stop_training = True
             return
-        if self.trial.should_prune():
-            self.stop_reason = "pruned"
-            raise optuna.TrialPruned(f"pruned after epoch {self.epochs_run:g}: {self.monitor} {value:.4f} < {self.target}")
+        if self.stop_after is not None and self.epochs_run >= self.stop_after - 1e-9:
+            self.stop_reason = "dropped"
+            raise optuna.TrialPruned(f"dropped after epoch {self.epochs_run:g}: its configuration can no longer beat the answer")
+        if self.prune and self.trial.should_prune():
+            capped = getattr(getattr(getattr(self.trial, "study", None), "pruner", None), "capped", ())
+            self.stop_reason = "capped" if self.trial.number in capped else "pruned"
+            raise optuna.TrialPruned(
+                f"{self.stop_reason} after epoch {self.epochs_run:g}: {self.monitor} {value:.4f} < {self.target}"
+            )
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         if self.stop_reason is None:

@@ -23,6 +23,7 @@ from hpo.errors import ConfigError
 __all__ = [
     "ACTIVATIONS",
     "DATASETS",
+    "DEFAULT_CAP_SLACK",
     "DEFAULT_MAX_PARAMS",
     "IMAGE_SIZES",
     "INDEX_SUFFIXES",
@@ -75,6 +76,9 @@ PRUNERS = ("median", "percentile", "hyperband", "successive_halving", "none")
 # not the limit on a 24 GiB machine -- but over 3 minutes per Fashion-MNIST epoch of a dense
 # net on a busy 2-core CPU, close to an hour per 15-epoch trial (docs/PERFORMANCE.md).
 DEFAULT_MAX_PARAMS = 20_000_000
+# Epochs a trial may go on beyond the answer's median before it is capped (docs/PERFORMANCE.md).
+DEFAULT_CAP_SLACK = 1
+MAX_CONFIRM_SEEDS = 50
 # Keras 3 names the metric ``accuracy``; ``acc`` is accepted as an alias.
 MONITORS = {"val_accuracy": "val_accuracy", "accuracy": "accuracy", "val_acc": "val_accuracy", "acc": "accuracy"}
 
@@ -188,9 +192,11 @@ _SECTION_KEYS: dict[str, tuple[str, ...]] = {
         "recycle_after",
         "max_consecutive_failures",
         "deterministic_ops",
+        "confirm_seeds",
+        "enqueue",
     ),
     "data": ("dataset", "data_dir", "train_size", "validation_fraction", "split_seed"),
-    "objective": ("monitor", "target", "max_epochs", "checks_per_epoch", "max_params"),
+    "objective": ("monitor", "target", "max_epochs", "checks_per_epoch", "max_params", "cap", "cap_slack"),
     "model": ("family",),
 }
 _SECTIONS = (*_SECTION_KEYS, "space")
@@ -217,6 +223,12 @@ class StudySettings:
     recycle_after: int = 10  # trials after which a worker continues in a fresh process (0: never)
     max_consecutive_failures: int = 5  # a worker stops after this many failed trials in a row (0: never)
     deterministic_ops: bool = False  # TensorFlow's deterministic ops (needs seed; Keras then drops XLA)
+    confirm_seeds: int = 3  # runs (over seeds) a fast configuration needs before it is the answer (0, 1: off)
+    enqueue: tuple[Mapping[str, Any], ...] = ()  # parameter tables enqueued once when the study is created
+
+    @property
+    def confirming(self) -> bool:
+        return self.confirm_seeds > 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -235,6 +247,8 @@ class ObjectiveSettings:
     max_epochs: int = 15
     checks_per_epoch: int = 1
     max_params: int = DEFAULT_MAX_PARAMS  # larger models are not built (stop_reason "too_large"); 0: no cap
+    cap: bool = True  # stop trials that can no longer beat the answer (stop_reason "capped")
+    cap_slack: int = DEFAULT_CAP_SLACK  # epochs beyond ceil(answer median) before a trial is capped
 
 
 @dataclasses.dataclass(frozen=True)
@@ -255,6 +269,8 @@ class StudyConfig:
     objective: ObjectiveSettings
     model: ModelSettings
     space: Mapping[str, Mapping[str, ParamSpec]]
+    # The study file's tables after overrides (stored on the study, so ``confirm`` can rebuild it).
+    raw: Mapping[str, Any] = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
     def identity(self) -> dict[str, Any]:
         """Settings that make costs comparable; stored on the study and checked on resume."""
@@ -511,10 +527,22 @@ def parse_config(
     objective = _parse_objective(chk, tables["objective"])
     model = _parse_model(chk, tables["model"])
     space = _parse_space(chk, chk.table(raw, "space"))
-    cfg = StudyConfig(source=source, study=study, data=data, objective=objective, model=model, space=space)
+    cfg = StudyConfig(source=source, study=study, data=data, objective=objective, model=model, space=space, raw=_plain(raw))
     _check_image_size(chk, cfg)
     _check_sampler_and_pruner(chk, cfg)
+    _check_enqueue(chk, cfg)
     return cfg
+
+
+def _plain(value: Any) -> Any:
+    """A copy of TOML data made of JSON types (dates and times become strings)."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)
 
 
 def _parse_study(chk: _Checker, t: Mapping[str, Any], default_name: str) -> StudySettings:
@@ -541,6 +569,12 @@ def _parse_study(chk: _Checker, t: Mapping[str, Any], default_name: str) -> Stud
     recycle_after = chk.integer(t, "study.recycle_after", 10, minimum=0)
     max_consecutive_failures = chk.integer(t, "study.max_consecutive_failures", 5, minimum=0)
     deterministic_ops = chk.boolean(t, "study.deterministic_ops", False)
+    confirm_seeds = chk.integer(t, "study.confirm_seeds", 3, minimum=0)
+    if confirm_seeds > MAX_CONFIRM_SEEDS:
+        raise chk.error("study.confirm_seeds", f"must be <= {MAX_CONFIRM_SEEDS}, but got {confirm_seeds}")
+    enqueue = t.get("enqueue", [])
+    if not isinstance(enqueue, list) or not all(isinstance(e, dict) for e in enqueue):
+        raise chk.error("study.enqueue", f"must be a list of parameter tables, but got {enqueue!r}")
     if deterministic_ops and seed is None:
         raise chk.error("study.deterministic_ops", "needs study.seed (or --seed): without a seed no two runs start alike")
     return StudySettings(
@@ -559,6 +593,8 @@ def _parse_study(chk: _Checker, t: Mapping[str, Any], default_name: str) -> Stud
         recycle_after=recycle_after,
         max_consecutive_failures=max_consecutive_failures,
         deterministic_ops=deterministic_ops,
+        confirm_seeds=confirm_seeds,
+        enqueue=tuple(_frozen(e) for e in enqueue),
     )
 
 
@@ -585,8 +621,18 @@ def _parse_objective(chk: _Checker, t: Mapping[str, Any]) -> ObjectiveSettings:
             "objective.checks_per_epoch", f"must be <= 100 (each check is a pass over the validation split), but got {checks}"
         )
     max_params = chk.integer(t, "objective.max_params", DEFAULT_MAX_PARAMS, minimum=0)
+    cap = chk.boolean(t, "objective.cap", True)
+    cap_slack = chk.integer(t, "objective.cap_slack", DEFAULT_CAP_SLACK, minimum=0)
+    if cap_slack > max_epochs:
+        raise chk.error("objective.cap_slack", f"must be <= objective.max_epochs ({max_epochs}), but got {cap_slack}")
     return ObjectiveSettings(
-        monitor=MONITORS[monitor], target=target, max_epochs=max_epochs, checks_per_epoch=checks, max_params=max_params
+        monitor=MONITORS[monitor],
+        target=target,
+        max_epochs=max_epochs,
+        checks_per_epoch=checks,
+        max_params=max_params,
+        cap=cap,
+        cap_slack=cap_slack,
     )
 
 
@@ -713,3 +759,14 @@ def _check_sampler_and_pruner(chk: _Checker, cfg: StudyConfig) -> None:
             raise chk.error(e.key or key, e.message) from None
         except (TypeError, ValueError) as e:
             raise chk.error(key, str(e).splitlines()[0] if str(e) else type(e).__name__) from None
+
+
+def _check_enqueue(chk: _Checker, cfg: StudyConfig) -> None:
+    """Each ``study.enqueue`` table names parameters of the space, with values inside it."""
+    from hpo.space import enqueue_errors  # optuna only, no TensorFlow
+
+    for i, params in enumerate(cfg.study.enqueue):
+        problem = enqueue_errors(cfg, params)
+        if problem is not None:
+            key, message = problem
+            raise chk.error(f"study.enqueue[{i}].{key}" if key else f"study.enqueue[{i}]", message)

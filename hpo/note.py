@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from hpo.config import Choice, Fixed, Range, StudyConfig
 
-__all__ = ["study_note", "save_study_note"]
+__all__ = ["answer_section", "study_note", "save_study_note"]
 
 
 def _spec(spec: Any) -> str:
@@ -20,8 +21,26 @@ def _spec(spec: Any) -> str:
     return str(spec)
 
 
-def study_note(cfg: StudyConfig, name: str | None = None) -> str:
-    """Dataset, objective and search space of study ``name`` (default: the file's), as markdown."""
+def answer_section(cfg: StudyConfig, answer: Mapping[str, Any] | None) -> list[str]:
+    """The note's answer: the confirmed configuration, or that there is none yet."""
+    from hpo.answer import answer_line
+
+    lines = ["### Answer", "", answer_line(answer, cfg.study.confirm_seeds) + ".", ""]
+    if answer:
+        lines += [
+            f"Configuration of trial {answer['trial']} ({answer.get('n_params')} parameters): "
+            + ", ".join(f"`{k}={v!r}`" for k, v in answer["params"].items())
+            + ".",
+            "",
+            "Optuna's *best trial* is the fastest single run, a lucky draw among many; "
+            "the answer is the fastest median over seeds.",
+            "",
+        ]
+    return lines
+
+
+def study_note(cfg: StudyConfig, name: str | None = None, answer: Mapping[str, Any] | None = None) -> str:
+    """Dataset, objective, answer and search space of study ``name`` (default: the file's), as markdown."""
     d, o = cfg.data, cfg.objective
     size = f"{d.train_size} training images" if d.train_size else "all training images"
     lines = [
@@ -35,8 +54,15 @@ def study_note(cfg: StudyConfig, name: str | None = None) -> str:
         if o.max_params
         else "* max_params: no cap",
         f"* sampler: {cfg.study.sampler}, pruner: {cfg.study.pruner}, seed: {cfg.study.seed}",
+        f"* confirmation: {cfg.study.confirm_seeds} runs over seeds per answer"
+        if cfg.study.confirming
+        else "* confirmation: off",
+        f"* capping: a trial not at the target after ceil(answer median) + {o.cap_slack} epochs stops (`capped`)"
+        if o.cap
+        else "* capping: off",
         f"* study file: `{cfg.source}`",
         "",
+        *answer_section(cfg, answer),
         "### Search space",
         "",
     ]
@@ -50,8 +76,8 @@ def study_note(cfg: StudyConfig, name: str | None = None) -> str:
     return "\n".join(lines)
 
 
-def save_study_note(study: Any, cfg: StudyConfig) -> None:
+def save_study_note(study: Any, cfg: StudyConfig, answer: Mapping[str, Any] | None = None) -> None:
     """Store :func:`study_note` where optuna-dashboard shows it (the study's note)."""
     from optuna_dashboard import save_note
 
-    save_note(study, study_note(cfg, study.study_name))
+    save_note(study, study_note(cfg, study.study_name, answer))

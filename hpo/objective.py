@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import gc
 import math
+import random
 import time
 from collections.abc import Callable
 from typing import Any
@@ -33,12 +34,14 @@ import keras
 import optuna
 
 from hpo import models, space
+from hpo.answer import repeat_budget, stored_answer
 from hpo.callbacks import TargetPruning, not_reached_cost
 from hpo.config import StudyConfig
 from hpo.data import Split
 from hpo.errors import HpoError, TrialFailed
+from hpo.pruners import EPOCH_FRACTION_ATTR
 
-__all__ = ["Objective", "TrialOutcome", "TRIAL_ATTRS", "enable_determinism"]
+__all__ = ["Objective", "TrialOutcome", "TRIAL_ATTRS", "enable_determinism", "epoch_times", "trial_seed"]
 
 TRIAL_ATTRS = (
     "family",
@@ -48,9 +51,13 @@ TRIAL_ATTRS = (
     "n_params",
     "seconds",
     "seconds_per_epoch",
+    "compile_seconds",
+    "seconds_to_target",
     "epochs",
     "history",
+    "seed",
 )
+SEED_RANGE = 2**31  # trial seeds are taken modulo this (keras.utils.set_random_seed wants < 2**32)
 EVAL_BATCH = 1024  # validation batch size: larger is faster and does not change the metric
 
 
@@ -136,6 +143,27 @@ def enable_determinism() -> None:
     tf.config.experimental.enable_op_determinism()
 
 
+def trial_seed(cfg: StudyConfig, number: int) -> int:
+    """The seed trial ``number`` trains with: ``study.seed + number``, else a fresh random one."""
+    if cfg.study.seed is None:
+        return random.SystemRandom().randrange(SEED_RANGE)
+    return (cfg.study.seed + number) % SEED_RANGE
+
+
+def epoch_times(epoch_seconds: list[float], fraction: float, reached: bool) -> dict[str, float | None]:
+    """``seconds_per_epoch`` (steady epochs only: all but the first), ``compile_seconds`` (what
+    the first epoch took beyond a steady one: tracing and XLA) and ``seconds_to_target``
+    (training seconds until the target was met).  One epoch alone cannot be split: then the
+    first two are None."""
+    steady = epoch_seconds[1:]
+    per_check = sum(steady) / len(steady) if steady else None
+    return {
+        "seconds_per_epoch": round(per_check / fraction, 4) if per_check is not None else None,
+        "compile_seconds": round(max(0.0, epoch_seconds[0] - per_check), 4) if per_check is not None else None,
+        "seconds_to_target": round(sum(epoch_seconds), 4) if reached and epoch_seconds else None,
+    }
+
+
 class TrialOutcome(dict):
     """What one trial recorded (the user attributes, as a dict)."""
 
@@ -175,32 +203,33 @@ class Objective:
         trial.set_user_attr("family", params.family)
         if params.fixed:
             trial.set_user_attr("fixed_params", dict(params.fixed))
-        if self.cfg.study.seed is not None:
-            keras.utils.set_random_seed(self.cfg.study.seed + trial.number)
+        seed = trial_seed(self.cfg, trial.number)
+        trial.set_user_attr("seed", seed)
+        keras.utils.set_random_seed(seed)
         schedule = Schedule(len(self.split.x_train), params.batch_size, obj.max_epochs, obj.checks_per_epoch)
-        cb = TargetPruning(trial, obj.monitor, obj.target, obj.max_epochs, schedule.fraction)
+        if schedule.fraction != 1:
+            trial.set_user_attr(EPOCH_FRACTION_ATTR, schedule.fraction)
+        repeat = trial.user_attrs.get("repeat_of") is not None
+        budget = self._repeat_budget(trial, schedule.fraction) if repeat else None
+        cb = TargetPruning(
+            trial, obj.monitor, obj.target, obj.max_epochs, schedule.fraction, prune=not repeat, stop_after=budget or None
+        )
         started = time.perf_counter()
         model = None
-        fit_seconds = 0.0
         n_params = models.count_params(params, self.split.image_shape, self.split.n_classes)
+        if budget == 0:  # its configuration cannot beat the answer any more: not trained
+            cb.stop_reason = "dropped"
+            self._record(trial, None, cb, n_params, started)
+            raise optuna.TrialPruned(f"repeat of trial {trial.user_attrs['repeat_of']} dropped: it can no longer beat the answer")
         if obj.max_params and n_params > obj.max_params:
             return self._too_large(trial, cb, n_params, started)
         try:
             extra = [make(trial) for make in self.keras_callbacks]
             model = models.build(params, self.split.image_shape, self.split.n_classes)
             models.compile_model(model, params, steps_per_execution=schedule.steps_per_execution)
-            seed = None if self.cfg.study.seed is None else self.cfg.study.seed + trial.number
-            fit_started = time.perf_counter()
-            try:
-                model.fit(
-                    **schedule.fit_args(self.split, params.batch_size, seed),
-                    callbacks=[*extra, cb],
-                    verbose=0,
-                )
-            finally:
-                fit_seconds = time.perf_counter() - fit_started
+            model.fit(**schedule.fit_args(self.split, params.batch_size, seed), callbacks=[*extra, cb], verbose=0)
         except optuna.TrialPruned:
-            self._record(trial, model, cb, n_params, started, fit_seconds)
+            self._record(trial, model, cb, n_params, started)
             raise
         except (HpoError, optuna.exceptions.UpdateFinishedTrialError):
             raise  # the last: another worker failed this trial, nothing can be recorded on it
@@ -213,15 +242,30 @@ class Objective:
             trial.set_user_attr("error", f"{type(e).__name__}: {line}")
             trial.set_user_attr("n_params", n_params)
             raise TrialFailed(f"{type(e).__name__}: {line}") from e
-        self._record(trial, model, cb, n_params, started, fit_seconds)
+        self._record(trial, model, cb, n_params, started)
         if cb.last_cost is None:  # no epoch ran
             return not_reached_cost(obj.max_epochs, obj.target, -math.inf)
         return float(cb.last_cost)
 
+    def _repeat_budget(self, trial: optuna.Trial, step: float) -> float | None:
+        """Epochs a confirmation repeat may train (None: no limit, 0: not at all); see :mod:`hpo.answer`."""
+        if not self.cfg.study.confirming or trial.user_attrs.get("race") is False:
+            return None
+        study = trial.study
+        frozen = next(t for t in study.get_trials(deepcopy=False) if t.number == trial.number)
+        return repeat_budget(
+            study.get_trials(deepcopy=False),
+            frozen,
+            stored_answer(study),
+            self.cfg.study.confirm_seeds,
+            self.cfg.objective.max_epochs,
+            step,
+        )
+
     def _too_large(self, trial: optuna.Trial, cb: TargetPruning, n_params: int, started: float) -> float:
         """A model over ``objective.max_params``: not built, recorded with the worst not-reached cost."""
         cb.stop_reason = "too_large"
-        self._record(trial, None, cb, n_params, started, 0.0)
+        self._record(trial, None, cb, n_params, started)
         return not_reached_cost(self.cfg.objective.max_epochs, self.cfg.objective.target, -math.inf)
 
     def _record(
@@ -231,12 +275,12 @@ class Objective:
         cb: TargetPruning,
         n_params: int,
         started: float,
-        fit_seconds: float,
     ) -> TrialOutcome:
         if self.on_trained is not None:
             self.on_trained(trial)
         seconds = time.perf_counter() - started
         best = cb.best if math.isfinite(cb.best) else None
+        timing = epoch_times(cb.history.get("epoch_seconds", []), cb.epoch_fraction, cb.epochs_to_target is not None)
         outcome = TrialOutcome(
             family=trial.user_attrs.get("family"),
             epochs_to_target=cb.epochs_to_target,
@@ -244,11 +288,12 @@ class Objective:
             stop_reason=cb.stop_reason or "pruned",
             n_params=n_params,
             seconds=round(seconds, 3),
-            seconds_per_epoch=round(fit_seconds / cb.epochs_run, 4) if cb.epochs_run else None,
+            **timing,
             epochs=cb.epochs_run,
             history={k: [round(v, 6) for v in vs] for k, vs in cb.history.items()},
         )
         outcome[f"best_{cb.monitor}"] = round(best, 6) if best is not None else None
+        outcome["seed"] = trial.user_attrs.get("seed")
         for key, value in outcome.items():
             trial.set_user_attr(key, value)
         for callback in self.callbacks:

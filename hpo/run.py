@@ -215,6 +215,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top", type=_positive_int, default=4, metavar="K", help="learning curves of the K best trials (default 4)")
 
     p = sub.add_parser(
+        "confirm",
+        help="re-run a study's fastest configurations over more seeds and print their medians",
+        description=(
+            "Re-run the K configurations with the fewest epochs to the target (single trials) N more "
+            "times each, every run with its own seed and never pruned, into the same study; then print "
+            "each configuration's median epochs-to-target and range, and the study's answer. For "
+            "studies run with confirmation off (study.confirm_seeds < 2) or made before it existed."
+        ),
+    )
+    p.add_argument("study_name", metavar="STUDY_NAME", help="name of a study in the storage (see: python -m hpo.run list)")
+    _storage_arg(p)
+    p.add_argument("--top", type=_positive_int, default=3, metavar="K", help="configurations to confirm (default 3)")
+    p.add_argument("--seeds", type=_positive_int, default=2, metavar="N", help="more runs of each (default 2)")
+    p.add_argument(
+        "--study-file",
+        metavar="FILE",
+        help="the study file, for studies that do not store theirs (default: the one stored on the study)",
+    )
+    _artifact_arg(p)
+    p.add_argument("--no-artifacts", action="store_true", help="write no per-trial artifacts")
+    p.add_argument("--no-progress", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--threads", type=_positive_int, metavar="N", help="CPU threads TensorFlow may use")
+
+    p = sub.add_parser(
         "dashboard",
         help="serve optuna-dashboard over the storage and the artifact store",
         description="Serve optuna-dashboard (all studies of the storage, with per-trial artifacts) until Ctrl-C.",
@@ -272,14 +296,20 @@ def _check_folder(path: str | os.PathLike, flag: str, *, writable: bool = True) 
 
 def cmd_study(args: argparse.Namespace) -> int:
     from hpo.config import load_config
-    from hpo.data import prepare
-    from hpo.quiet import import_tensorflow
-    from hpo.storage import mask_url, open_study, resolve_url
 
     overrides = list(args.overrides)
     if args.seed is not None:
         overrides.append(f"study.seed={args.seed}")
-    cfg = load_config(args.study_file, overrides)
+    return _run_study(args, load_config(args.study_file, overrides))
+
+
+def _run_study(args: argparse.Namespace, cfg: Any, on_open: Any = None) -> int:
+    """One worker's study run (or ``--workers N`` of them); ``on_open(study)`` runs once the
+    study is open, before the first trial."""
+    from hpo.data import prepare
+    from hpo.quiet import import_tensorflow
+    from hpo.storage import mask_url, open_study, resolve_url
+
     n_trials = args.n_trials if args.n_trials is not None else cfg.study.n_trials
     timeout = args.timeout if args.timeout is not None else cfg.study.timeout
     url = resolve_url(args.storage)
@@ -300,6 +330,8 @@ def cmd_study(args: argparse.Namespace) -> int:
     split = prepare(cfg.data)  # data errors surface before anything is stored
     storage = _make_storage(url, cfg)
     study = open_study(cfg, storage, args.study_name)
+    if on_open is not None:
+        on_open(study)
     artifact_store = None
     if not args.no_artifacts:
         from hpo.artifacts import make_artifact_store
@@ -348,6 +380,13 @@ def cmd_study(args: argparse.Namespace) -> int:
         study.sampler = make_sampler(cfg, seed_offset=held * 1_000_003)  # far from other workers' seed + i
     recycle = cfg.study.recycle_after
     chunk = n_trials if not recycle or (n_trials is not None and n_trials <= recycle) else recycle
+    budget = _Budget(n_trials, recycle or None, cfg.study.confirming)
+    trial_callbacks = [run.after_trial]
+    if cfg.study.confirming:
+        from hpo.answer import Confirmation
+
+        trial_callbacks.append(Confirmation(cfg.study.confirm_seeds, cfg.objective.max_epochs, on_answer=_note_saver(cfg)))
+    trial_callbacks.append(budget.after_trial)
     capped = False
     if not args.debug:
         _no_traceback_for_failed_trials()
@@ -355,17 +394,21 @@ def cmd_study(args: argparse.Namespace) -> int:
     signals.hold = True  # from here on a signal ends a trial only while it trains (Signals)
     try:
         if cfg.study.max_trials is None:
-            _optimize(
-                study,
-                objective,
-                n_trials=chunk,
-                timeout=timeout,
-                catch=(TrialFailed,),
-                callbacks=[run.after_trial],
-                gc_after_trial=False,  # the objective clears Keras' session and collects itself
-                show_progress_bar=not args.no_progress and (chunk is not None or timeout is not None),
-            )
-        elif _optimize_capped(study, objective, cfg.study.max_trials, chunk, timeout, run):
+            if budget.more(study):
+                _optimize(
+                    study,
+                    objective,
+                    # Confirming, repeats do not count as trials: the budget stops the study.
+                    n_trials=None if cfg.study.confirming else chunk,
+                    timeout=timeout,
+                    catch=(TrialFailed,),
+                    callbacks=trial_callbacks,
+                    gc_after_trial=False,  # the objective clears Keras' session and collects itself
+                    show_progress_bar=not args.no_progress
+                    and not cfg.study.confirming
+                    and (chunk is not None or timeout is not None),
+                )
+        elif _optimize_capped(study, objective, cfg.study.max_trials, budget, timeout, run, trial_callbacks):
             capped = True
             print(f"study.max_trials = {cfg.study.max_trials} reached: this worker stops", flush=True)
     except KeyboardInterrupt:
@@ -395,9 +438,58 @@ def cmd_study(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_FAILURES
-    if chunk != n_trials and not capped and (timeout is None or seconds < timeout):
-        _recycle(args, chunk, None if n_trials is None else n_trials - chunk, None if timeout is None else timeout - seconds)
+    if budget.recycle_due and budget.more(study) and not capped and (timeout is None or seconds < timeout):
+        left = None if n_trials is None else max(0, n_trials - budget.searched)
+        _recycle(args, budget.ran, left, None if timeout is None else timeout - seconds)
     return 0
+
+
+class _Budget:
+    """The trials one worker process runs: ``n_trials`` search trials and, when confirming, the
+    waiting repeats of answers being confirmed (which do not count as trials); at most
+    ``recycle_after`` trials of either kind before the process recycles itself.
+
+    Its :meth:`after_trial` is an Optuna callback that stops the study when either is done.
+    """
+
+    def __init__(self, n_trials: int | None, recycle_after: int | None, confirming: bool):
+        self.n_trials = n_trials
+        self.recycle_after = recycle_after
+        self.confirming = confirming
+        self.ran = 0  # trials this process ran
+        self.searched = 0  # of which not repeats
+
+    @property
+    def recycle_due(self) -> bool:
+        return self.recycle_after is not None and self.ran >= self.recycle_after
+
+    def more(self, study: Any) -> bool:
+        """True while this worker has trials to run (recycling aside)."""
+        from optuna.trial import TrialState
+
+        if self.n_trials is None or self.searched < self.n_trials:
+            return True
+        if not self.confirming:
+            return False
+        waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+        return any(t.user_attrs.get("repeat_of") is not None for t in waiting)
+
+    def after_trial(self, study: Any, trial: Any) -> None:
+        self.ran += 1
+        if trial.user_attrs.get("repeat_of") is None:
+            self.searched += 1
+        if self.recycle_due or not self.more(study):
+            study.stop()
+
+
+def _note_saver(cfg: Any) -> Any:
+    """``on_answer`` of :class:`hpo.answer.Confirmation`: the study note shows the new answer."""
+    from hpo.storage import _save_note
+
+    def save(study: Any, answer: Any) -> None:
+        _save_note(study, cfg, answer)
+
+    return save
 
 
 def _rss_mb() -> float | None:
@@ -695,9 +787,9 @@ def _cap_count(study: Any, before_number: int | None = None) -> tuple[int, int]:
 
 
 def _optimize_capped(
-    study: Any, objective: Any, max_trials: int, n_trials: int | None, timeout: float | None, run: _StudyRun
+    study: Any, objective: Any, max_trials: int, budget: _Budget, timeout: float | None, run: _StudyRun, callbacks: list
 ) -> bool:
-    """Run trials one by one until this worker's share is done or the study holds ``max_trials``
+    """Run trials one by one until this worker's budget is done or the study holds ``max_trials``
     (then return True).
 
     Before each trial: trials of dead workers are failed (and re-queued) and the cap is checked.
@@ -711,18 +803,20 @@ def _optimize_capped(
 
     from hpo.errors import TrialFailed
 
+    surplus: list[int] = []
+
     def capped(trial: optuna.Trial) -> float:
         this = study.get_trials(deepcopy=False)[trial.number]
         retry = "failed_trial" in this.system_attrs  # set by RetryHeartbeatStaleTrialCallback
         if not retry and _cap_count(study, before_number=trial.number)[0] >= max_trials:
+            surplus.append(trial.number)
             study.stop()
             trial.set_user_attr("stop_reason", "max_trials")
             raise TrialFailed(f"study.max_trials = {max_trials} reached by other workers; trial not run")
         return objective(trial)
 
     started = time.monotonic()
-    done = 0
-    while n_trials is None or done < n_trials:
+    while budget.more(study) and not budget.recycle_due:
         if timeout is not None and time.monotonic() - started >= timeout:
             break
         with warnings.catch_warnings():
@@ -731,13 +825,10 @@ def _optimize_capped(
         counted, waiting = _cap_count(study)
         if counted >= max_trials and not waiting:
             return True
-        _optimize(
-            study, capped, n_trials=1, timeout=None, catch=(TrialFailed,), callbacks=[run.after_trial], gc_after_trial=False
-        )
-        done += 1
+        _optimize(study, capped, n_trials=1, timeout=None, catch=(TrialFailed,), callbacks=callbacks, gc_after_trial=False)
         if run.stopped:
             return False
-        if study._stop_flag:  # set by capped()
+        if surplus:
             return True
     return False
 
@@ -871,8 +962,28 @@ def summary(study: Any, cfg: Any, before: int, seconds: float) -> str:
         head = f"best: trial {best.number}, target not reached (best {obj.monitor} {ua.get('best_' + obj.monitor)}, value {best.value:.4f})"
     spe = ua.get("seconds_per_epoch")
     lines.append(f"{head}; {ua.get('n_params')} parameters, {spe} s/epoch" if spe is not None else head)
-    params = {**best.params, **ua.get("fixed_params", {})}
-    lines.append("  " + " ".join(f"{k}={_fmt(v)}" for k, v in params.items()))
+    if not cfg.study.confirming:
+        lines.append("  " + " ".join(f"{k}={_fmt(v)}" for k, v in {**best.params, **ua.get("fixed_params", {})}.items()))
+        return "\n".join(lines)
+    from hpo.answer import answer_line, compute_answer
+
+    answer = compute_answer(trials, cfg.study.confirm_seeds)
+    lines.append(f"answer: {answer_line(answer, cfg.study.confirm_seeds)}")
+    if answer is not None:
+        lines.append("  " + " ".join(f"{k}={_fmt(v)}" for k, v in answer["params"].items()))
+        if answer["trial"] != best.number:
+            lines.append(
+                f"  (Optuna's best_trial {best.number} is a single run; the answer is the fastest median over "
+                f"{cfg.study.confirm_seeds} seeds)"
+            )
+    repeats = [t for t in finished if t.user_attrs.get("repeat_of") is not None]
+    if repeats:
+        dropped = sum(t.user_attrs.get("stop_reason") == "dropped" for t in repeats)
+        capped = sum(t.user_attrs.get("stop_reason") == "capped" for t in finished)
+        lines.append(
+            f"confirmation: {len(repeats)} repeats ({dropped} dropped), {sum(t.user_attrs.get('epochs') or 0 for t in repeats):g} "
+            f"of {sum(t.user_attrs.get('epochs') or 0 for t in finished):g} training epochs; {capped} trials capped"
+        )
     return "\n".join(lines)
 
 
@@ -891,13 +1002,19 @@ def cmd_list(args: argparse.Namespace) -> int:
     if not summaries:
         print(f"no studies in {mask_url(url)}")
         return 0
+    from hpo.answer import ANSWER_ATTR, format_runs
+    from hpo.storage import STUDY_ATTR
+
     width = max(len(s.study_name) for s in summaries)
-    print(f"{'study':<{width}}  trials  best value  best epochs_to_target")
+    print(f"{'study':<{width}}  trials  best value  best epochs_to_target  answer")
     for s in summaries:
         best = s.best_trial
         value = f"{best.value:.4f}" if best is not None else "-"
         ett = best.user_attrs.get("epochs_to_target") if best is not None else None
-        print(f"{s.study_name:<{width}}  {s.n_trials:>6}  {value:>10}  {ett if ett is not None else '-'}")
+        answer = s.user_attrs.get(ANSWER_ATTR)
+        confirming = (s.user_attrs.get(STUDY_ATTR) or {}).get("config", {}).get("study", {}).get("confirm_seeds", 3) > 1
+        shown = format_runs(answer) if answer else ("none confirmed yet" if confirming and STUDY_ATTR in s.user_attrs else "-")
+        print(f"{s.study_name:<{width}}  {s.n_trials:>6}  {value:>10}  {str(ett) if ett is not None else '-':>21}  {shown}")
     return 0
 
 
@@ -995,7 +1112,92 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"study": cmd_study, "list": cmd_list, "report": cmd_report, "dashboard": cmd_dashboard, "proxy": cmd_proxy}
+def _stored_config(study: Any, study_file: str | None) -> Any:
+    """The study file a study was made from: ``--study-file``, else the tables stored on it."""
+    from hpo.config import load_config, parse_config
+    from hpo.storage import STUDY_ATTR
+
+    if study_file:
+        return load_config(study_file)
+    stored = study.user_attrs.get(STUDY_ATTR) or {}
+    if stored.get("config"):
+        return parse_config(stored["config"], source=f"study {study.study_name!r}", default_name=study.study_name)
+    raise HpoError(f"study {study.study_name!r} stores no study file (made by an older hpo): pass --study-file FILE")
+
+
+def cmd_confirm(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from hpo.answer import answer_line, compute_answer, configurations, format_runs
+    from hpo.report import load_study
+    from hpo.storage import make_storage, resolve_url
+
+    url = _existing_sqlite(resolve_url(args.storage))
+    study = load_study(args.study_name, make_storage(url))
+    cfg = _stored_config(study, args.study_file)
+    seeds = max(cfg.study.confirm_seeds, args.seeds + 1)  # runs each configuration has afterwards
+    cfg = dataclasses.replace(cfg, study=dataclasses.replace(cfg.study, confirm_seeds=seeds, recycle_after=0))
+    chosen = _fastest_configurations(study, args.top)
+    if not chosen:
+        raise HpoError(f"study {args.study_name!r} has no trial that reached the target: nothing to confirm")
+
+    def enqueue(opened: Any) -> None:
+        for trial in chosen:
+            for _ in range(args.seeds):
+                opened.enqueue_trial(dict(trial.params), user_attrs={"repeat_of": trial.number, "race": False})
+        print(
+            f"confirming trials {', '.join(str(t.number) for t in chosen)} of {args.study_name!r}: "
+            f"{args.seeds} more runs each ({len(chosen) * args.seeds} trials)",
+            flush=True,
+        )
+
+    run_args = argparse.Namespace(
+        **vars(args), n_trials=0, timeout=None, tensorboard=None, tensorboard_batches=False, workers=1, seed=None
+    )
+    code = _run_study(run_args, cfg, on_open=enqueue)
+    if code != 0:
+        return code
+    trials = load_study(args.study_name, make_storage(url)).get_trials(deepcopy=False)
+    found = configurations(trials)
+    print(f"{'trial':>5}  {'runs':>4}  {'median':>8}  {'range':>11}  {'parameters':>10}  epochs")
+    for trial in chosen:
+        c = found.get(trial.number)
+        if c is None:
+            continue
+        span = f"{c['min']:g}-{c['max']:g}" if c["max"] is not None else (f"{c['min']:g}-" if c["min"] is not None else "-")
+        median = f"{c['median']:g}" if c.reached else "-"
+        print(f"{trial.number:>5}  {c['runs']:>4}  {median:>8}  {span:>11}  {c['n_params'] or '-':>10}  {format_runs(c)}")
+    print(f"answer: {answer_line(compute_answer(trials, seeds), seeds)}")
+    return 0
+
+
+def _fastest_configurations(study: Any, k: int) -> list[Any]:
+    """The ``k`` original trials with the fewest epochs to the target, one per parameter set."""
+    from optuna.trial import TrialState
+
+    reached = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if t.user_attrs.get("epochs_to_target") is not None and t.user_attrs.get("repeat_of") is None
+    ]
+    reached.sort(key=lambda t: (t.user_attrs["epochs_to_target"], t.user_attrs.get("n_params") or 0, t.number))
+    chosen, seen = [], set()
+    for t in reached:
+        key = tuple(sorted(t.params.items()))
+        if key not in seen:
+            seen.add(key)
+            chosen.append(t)
+    return chosen[:k]
+
+
+COMMANDS = {
+    "confirm": cmd_confirm,
+    "study": cmd_study,
+    "list": cmd_list,
+    "report": cmd_report,
+    "dashboard": cmd_dashboard,
+    "proxy": cmd_proxy,
+}
 
 
 def _print_traceback(error: BaseException, args: argparse.Namespace) -> None:

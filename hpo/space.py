@@ -13,6 +13,7 @@ never share a parameter with different meanings or ranges.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -22,7 +23,16 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 from hpo.config import SPACE_SCHEMAS, Choice, Fixed, ParamSpec, StudyConfig, indexed_key, resolve_key, spec_values_max
 from hpo.errors import ConfigError
 
-__all__ = ["Params", "distributions", "grid_search_space", "param_name", "params_from_trial", "sample", "FAMILY_SAMPLERS"]
+__all__ = [
+    "Params",
+    "distributions",
+    "enqueue_errors",
+    "grid_search_space",
+    "param_name",
+    "params_from_trial",
+    "sample",
+    "FAMILY_SAMPLERS",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -212,3 +222,97 @@ def grid_search_space(cfg: StudyConfig) -> dict[str, list[Any]]:
     if not grid:
         raise ConfigError("the grid sampler needs at least one searched key in the space", key="study.sampler")
     return grid
+
+
+class _Probe:
+    """Stands in for a trial: answers ``suggest_*`` with the given values (else the first value of
+    the range or choice) and remembers which names were asked."""
+
+    def __init__(self, given: Mapping[str, Any]):
+        self.given = given
+        self.asked: dict[str, BaseDistribution] = {}
+
+    def _answer(self, name: str, dist: BaseDistribution, default: Any) -> Any:
+        self.asked[name] = dist
+        return self.given.get(name, default)
+
+    def suggest_categorical(self, name: str, choices: Any) -> Any:
+        return self._answer(name, CategoricalDistribution(list(choices)), choices[0])
+
+    def suggest_int(self, name: str, low: int, high: int, step: int = 1, log: bool = False) -> int:
+        return self._answer(name, IntDistribution(low, high, step=step, log=log), low)
+
+    def suggest_float(self, name: str, low: float, high: float, step: float | None = None, log: bool = False) -> float:
+        return self._answer(name, FloatDistribution(low, high, step=step, log=log), low)
+
+
+def _outside(dist: BaseDistribution, value: Any) -> str | None:
+    """Why ``value`` is not a value of ``dist`` (None: it is)."""
+    if isinstance(dist, CategoricalDistribution):
+        if not any(type(value) is type(c) and value == c for c in dist.choices):
+            return f"{value!r} is not one of {', '.join(repr(c) for c in dist.choices)}"
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return f"must be a number, but got {value!r}"
+    if isinstance(dist, IntDistribution) and not float(value).is_integer():
+        return f"must be an integer, but got {value!r}"
+    if not dist.low <= value <= dist.high:
+        return f"{value!r} is outside the space's range {dist.low:g} to {dist.high:g}"
+    if dist.step is not None and not math.isclose((value - dist.low) / dist.step, round((value - dist.low) / dist.step)):
+        return f"{value!r} is not on the range's step {dist.step:g} from {dist.low:g}"
+    return None
+
+
+def enqueue_errors(cfg: StudyConfig, params: Mapping[str, Any]) -> tuple[str | None, str] | None:
+    """(parameter name, reason) of the first problem of a ``study.enqueue`` table, or None.
+
+    Names are the trial's parameter names (``layers``, ``units_l0``, ...); a name the space fixes
+    by a scalar may be given with that same value.  Names left out are sampled as usual.
+    """
+    families = cfg.model.family
+    if cfg.model.searched and "family" in params:
+        family = params["family"]
+        if family not in families:
+            return "family", f"{family!r} is not one of {', '.join(repr(f) for f in families)}"
+    else:
+        family = families[0]
+    probe = _Probe(params)
+    sampler, _ = FAMILY_SAMPLERS[family]
+    suggester = _Suggester(probe, cfg, family)  # type: ignore[arg-type]
+    if cfg.model.searched:
+        probe.asked["family"] = CategoricalDistribution(list(families))
+    for name, value in params.items():
+        if name in probe.asked:
+            continue
+        dist = distributions(cfg).get(name)
+        if dist is not None:
+            problem = _outside(dist, value)
+            if problem is not None:
+                return name, problem
+    try:
+        sampler(suggester)
+    except (TypeError, ValueError) as e:
+        return None, f"cannot build parameters from {dict(params)!r}: {e}"
+    for name, value in params.items():
+        if name in probe.asked:
+            problem = _outside(probe.asked[name], value)
+            if problem is not None:
+                return name, problem
+        elif name in suggester.fixed:
+            if suggester.fixed[name] != value:
+                return name, f"the space fixes it to {suggester.fixed[name]!r}, but got {value!r}"
+        elif name in distributions(cfg) or name in _fixed_names(cfg):
+            return name, "not used by a trial with the other parameters given (e.g. a layer beyond layers)"
+        else:
+            known = sorted(distributions(cfg))
+            return name, f"not a parameter of the space; parameters: {', '.join(known)}"
+    return None
+
+
+def _fixed_names(cfg: StudyConfig) -> set[str]:
+    names = set()
+    for family in cfg.model.family:
+        specs = cfg.space[family]
+        _, list_names = FAMILY_SAMPLERS[family]
+        names |= {param_name(cfg, family, n) for n, key in list_names(specs).items() if isinstance(specs[key], Fixed)}
+    return names

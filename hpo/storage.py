@@ -340,11 +340,21 @@ def make_sampler(cfg: StudyConfig, seed_offset: int = 0) -> optuna.samplers.Base
 
 
 def make_pruner(cfg: StudyConfig) -> optuna.pruners.BasePruner:
-    """The study's pruner; its default warm-up and resources are one epoch's checks.
+    """The study's pruner, inside :class:`hpo.pruners.EpochCap` unless ``objective.cap = false``.
 
-    Steps reported to the pruner are checks: epochs, or ``objective.checks_per_epoch``
-    checks per epoch.  Options given in ``study.pruner_options`` are taken as they are.
+    Its default warm-up and resources are one epoch's checks: steps reported to the pruner are
+    checks, epochs or ``objective.checks_per_epoch`` checks per epoch.  Options given in
+    ``study.pruner_options`` are taken as they are.
     """
+    from hpo.pruners import EpochCap
+
+    inner = _inner_pruner(cfg)
+    if not cfg.objective.cap:
+        return inner
+    return EpochCap(inner, cfg.objective.max_epochs, slack=cfg.objective.cap_slack)
+
+
+def _inner_pruner(cfg: StudyConfig) -> optuna.pruners.BasePruner:
     opts = dict(cfg.study.pruner_options)
     key = "study.pruner_options"
     name = cfg.study.pruner
@@ -402,21 +412,34 @@ def open_study(cfg: StudyConfig, storage: optuna.storages.BaseStorage, study_nam
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 study.set_metric_names(["epochs_to_target"])
-            study.set_user_attr(STUDY_ATTR, {"identity": identity, "source": cfg.source, "data": dataclasses.asdict(cfg.data)})
+            study.set_user_attr(
+                STUDY_ATTR,
+                {"identity": identity, "source": cfg.source, "data": dataclasses.asdict(cfg.data), "config": cfg.raw},
+            )
         except Exception:  # another worker created the same study at the same instant and wrote them first
             if STUDY_ATTR not in optuna.load_study(study_name=name, storage=storage).user_attrs:
                 raise
         else:
+            _enqueue_warm_start(study, cfg)
             _save_note(study, cfg)
     return study
 
 
-def _save_note(study: optuna.Study, cfg: StudyConfig) -> None:
+def _enqueue_warm_start(study: optuna.Study, cfg: StudyConfig) -> None:
+    """``study.enqueue``: the configurations the study starts with (checked by hpo.config)."""
+    from hpo.space import distributions
+
+    searched = distributions(cfg)
+    for i, params in enumerate(cfg.study.enqueue):  # names the space fixes are not Optuna parameters
+        study.enqueue_trial({k: v for k, v in params.items() if k in searched}, user_attrs={"warm_start": i})
+
+
+def _save_note(study: optuna.Study, cfg: StudyConfig, answer: Any = None) -> None:
     """The study's markdown note for optuna-dashboard; a note that cannot be saved is a warning."""
     from hpo.note import save_study_note
 
     try:
-        save_study_note(study, cfg)
+        save_study_note(study, cfg, answer)
     except Exception as e:  # noqa: BLE001 - a note is never worth a study
         warnings.warn(f"study {study.study_name!r}: note not saved: {type(e).__name__}: {e}", stacklevel=2)
 
