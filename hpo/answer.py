@@ -169,7 +169,8 @@ def repeat_budget(
 
 def format_runs(config: Mapping[str, Any]) -> str:
     """``"7 epochs (median of 3 seeds: 6, 7, 8)"``; a run that missed the target is "not reached"."""
-    runs = ", ".join("not reached" if e is None else f"{e:g}" for e in config["epochs"])
+    ordered = sorted(config["epochs"], key=lambda e: math.inf if e is None else e)
+    runs = ", ".join("not reached" if e is None else f"{e:g}" for e in ordered)
     median = config["median"]
     head = f"{median:g} epochs" if math.isfinite(median) else "not reached"
     return f"{head} (median of {len(config['epochs'])} seeds: {runs})"

@@ -58,6 +58,8 @@ BAD_FILES = {
     "log_low_0.toml": BASE + "dropout = { low = 0.0, high = 0.5, log = true }\n",
     "target_0.toml": BASE.replace("target = 0.99", "target = 0"),
     "dataset.toml": BASE.replace('"digits"', '"cifar10"'),
+    "enqueue_range.toml": BASE.replace("n_trials = 2", "n_trials = 2\nenqueue = [{units = 16}, {units = 16, learning_rate = 0.5}]"),
+    "enqueue_name.toml": BASE.replace("n_trials = 2", "n_trials = 2\nenqueue = [{unit = 16}]"),
 }
 
 # The four IDX files a Fashion-MNIST folder holds, 20 training and 10 test images.
@@ -185,6 +187,8 @@ CASES = [
     case("file/log-range-low-0", "study", "$tmp/log_low_0.toml", names=("space.dense.dropout:", "log range needs low > 0")),
     case("file/target-0", "study", "$tmp/target_0.toml", names=("target_0.toml: objective.target: must be in (0, 1], but got 0",)),
     case("file/unknown-dataset", "study", "$tmp/dataset.toml", names=("data.dataset: unknown value 'cifar10'",)),
+    case("file/enqueue-out-of-range", "study", "$tmp/enqueue_range.toml", names=("study.enqueue[1].learning_rate:", "0.5")),
+    case("file/enqueue-unknown-name", "study", "$tmp/enqueue_name.toml", names=("study.enqueue[0].unit:", "not a parameter")),
     # --set
     case("set/no-equals", *RUN, "--set", "objective.target", names=("--set expects KEY=VALUE, but got 'objective.target'",)),
     case("set/target-1.5", *RUN, "--set", "objective.target=1.5", names=("base.toml (--set): objective.target:", "1.5")),

@@ -169,3 +169,74 @@ def test_fault_settings_defaults_and_values(tmp_path: Path) -> None:
     over = ("objective.max_params=0", "study.max_consecutive_failures=0", "study.seed=3", "study.deterministic_ops=true")
     cfg = load_config(write(tmp_path, GOOD), over)
     assert (cfg.objective.max_params, cfg.study.max_consecutive_failures, cfg.study.deterministic_ops) == (0, 0, True)
+
+
+SPACE = """
+[study]
+name = "t"
+[model]
+family = "dense"
+[space.dense]
+layers = {low = 1, high = 3}
+units = {low = 16, high = 512, log = true}
+activation = ["relu", "gelu"]
+dropout = {low = 0.0, high = 0.5, step = 0.1}
+batch_size = [32, 64]
+optimizer = "adam"
+"""
+
+
+def with_enqueue(tables: str) -> str:
+    return SPACE.replace('name = "t"', f'name = "t"\nenqueue = {tables}')
+
+
+def test_enqueue_takes_tables_inside_the_space(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, with_enqueue('[{layers = 2, units_l0 = 178, units_l1 = 512, activation = "relu"}, {}]')))
+    assert [dict(e) for e in cfg.study.enqueue] == [{"layers": 2, "units_l0": 178, "units_l1": 512, "activation": "relu"}, {}]
+    # a key the space fixes may be given with its value
+    assert load_config(write(tmp_path, with_enqueue('[{optimizer = "adam", dropout = 0.2}]'))).study.enqueue
+
+
+@pytest.mark.parametrize(
+    ("tables", "key", "says"),
+    [
+        ("[{layers = 4}]", "study.enqueue[0].layers", "outside the space's range 1 to 3"),
+        ("[{}, {units_l0 = 8}]", "study.enqueue[1].units_l0", "8 is outside"),
+        ('[{activation = "tanh"}]', "study.enqueue[0].activation", "'tanh' is not one of 'relu', 'gelu'"),
+        ("[{batch_size = 48}]", "study.enqueue[0].batch_size", "48 is not one of 32, 64"),
+        ("[{dropout = 0.25}]", "study.enqueue[0].dropout", "not on the range's step"),
+        ("[{layers = 1.5}]", "study.enqueue[0].layers", "must be an integer"),
+        ('[{layers = "two"}]', "study.enqueue[0].layers", "must be a number"),
+        ('[{optimizer = "sgd"}]', "study.enqueue[0].optimizer", "the space fixes it to 'adam'"),
+        ("[{layers = 2, units_l2 = 64}]", "study.enqueue[0].units_l2", "not used by a trial"),
+        ("[{unit = 64}]", "study.enqueue[0].unit", "not a parameter of the space"),
+        ("[1, 2]", "study.enqueue", "must be a list of parameter tables"),
+        ('"x"', "study.enqueue", "must be a list of parameter tables"),
+    ],
+)
+def test_enqueue_outside_the_space_names_the_table_and_key(tmp_path: Path, tables: str, key: str, says: str) -> None:
+    message = error_of(tmp_path, with_enqueue(tables))
+    assert f"{key}:" in message and says in message, message
+
+
+@pytest.mark.parametrize(
+    ("override", "says"),
+    [
+        ("study.confirm_seeds=-1", "study.confirm_seeds: must be >= 0"),
+        ("study.confirm_seeds=51", "study.confirm_seeds: must be <= 50"),
+        ("objective.cap=1", "objective.cap: must be true or false"),
+        ("objective.cap_slack=-1", "objective.cap_slack: must be >= 0"),
+        ("objective.cap_slack=99", "objective.cap_slack: must be <= objective.max_epochs"),
+        ("objective.cap_slack=1.5", "objective.cap_slack: must be an integer"),
+    ],
+)
+def test_confirmation_and_capping_settings_are_checked(tmp_path: Path, override: str, says: str) -> None:
+    assert says in error_of(tmp_path, GOOD, (override,))
+
+
+def test_confirmation_and_capping_defaults(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, GOOD))
+    assert cfg.study.confirm_seeds == 3 and cfg.study.confirming
+    assert cfg.objective.cap and cfg.objective.cap_slack == 1
+    off = load_config(write(tmp_path, GOOD), ("study.confirm_seeds=1", "objective.cap=false"))
+    assert not off.study.confirming and not off.objective.cap
