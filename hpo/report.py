@@ -29,6 +29,7 @@ from hpo.errors import HpoError  # noqa: E402
 __all__ = [
     "StudyInfo",
     "best_curves",
+    "confirmation_table",
     "counts",
     "draw_learning_curve",
     "epochs_vs_params",
@@ -37,6 +38,7 @@ __all__ = [
     "importances",
     "load_study",
     "optimization_history",
+    "plot_confirmation",
     "plot_epochs_vs_params",
     "plot_importances",
     "plot_learning_curve",
@@ -61,6 +63,11 @@ BASE_COLUMNS = (
     "n_params",
     "seconds",
     "epochs",
+    "seconds_per_epoch",
+    "compile_seconds",
+    "seconds_to_target",
+    "repeat_of",
+    "seed",
 )
 _FAMILY_COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown", "tab:pink")
 
@@ -70,7 +77,8 @@ _FAMILY_COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brow
 
 
 class StudyInfo(dict):
-    """What the report needs to know about the objective: monitor, target, max_epochs, dataset, data."""
+    """What the report needs to know about the objective: monitor, target, max_epochs, dataset,
+    data, confirm_seeds."""
 
 
 def load_study(name: str, storage: optuna.storages.BaseStorage) -> optuna.Study:
@@ -98,6 +106,7 @@ def study_info(study: optuna.Study) -> StudyInfo:
         max_epochs=int(ident["objective.max_epochs"]),
         dataset=ident.get("data.dataset", data.get("dataset")),
         data=data,
+        confirm_seeds=int(((attr.get("config") or {}).get("study") or {}).get("confirm_seeds", 3)),
     )
 
 
@@ -122,6 +131,11 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
             "n_params": ua.get("n_params"),
             "seconds": ua.get("seconds"),
             "epochs": ua.get("epochs"),
+            "seconds_per_epoch": ua.get("seconds_per_epoch"),
+            "compile_seconds": ua.get("compile_seconds"),
+            "seconds_to_target": ua.get("seconds_to_target"),
+            "repeat_of": ua.get("repeat_of"),
+            "seed": ua.get("seed"),
         }
         for name, value in trial_params(t).items():
             row[f"params_{name}"] = value
@@ -137,7 +151,8 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
     for c in ("epochs_to_target", "epochs"):  # whole epochs, or fractions with sub-epoch checks
         whole = all(float(v).is_integer() for v in df[c].dropna())
         df[c] = df[c].astype("Int64" if whole else "Float64")
-    df["n_params"] = df["n_params"].astype("Int64")
+    for c in ("n_params", "repeat_of", "seed"):
+        df[c] = df[c].astype("Int64")
     return df
 
 
@@ -211,6 +226,65 @@ def best_curves(study: optuna.Study, k: int = 4) -> list[dict[str, Any]]:
         }
         for t in finished[:k]
     ]
+
+
+def confirmation_table(study: optuna.Study, info: StudyInfo) -> pd.DataFrame:
+    """One row per configuration that has repeats: its runs' epochs (not reached: NaN), median,
+    range, parameter count, and whether it is the answer."""
+    from hpo.answer import compute_answer, configurations
+
+    trials = study.get_trials(deepcopy=False)
+    answer = compute_answer(trials, info["confirm_seeds"])
+    rows = [
+        {
+            "trial": c["trial"],
+            "runs": c["runs"],
+            "epochs": [math.nan if e is None else e for e in c["epochs"]],
+            "median": c["median"] if c.reached else math.nan,
+            "min": c["min"],
+            "max": c["max"],
+            "n_params": c["n_params"],
+            "answer": answer is not None and answer["trial"] == c["trial"],
+        }
+        for c in configurations(trials).values()
+        if c["runs"] > 1
+    ]
+    columns = ["trial", "runs", "epochs", "median", "min", "max", "n_params", "answer"]
+    return pd.DataFrame(rows, columns=columns).sort_values(["median", "trial"], na_position="last", ignore_index=True)
+
+
+def plot_confirmation(table: pd.DataFrame, max_epochs: int, title: str, path: str | Path) -> Path:
+    """Each repeated configuration's runs as points (not reached: at the top) with its median as a bar."""
+    fig, ax = plt.subplots(figsize=(7, 4.4))
+    for i, row in table.iterrows():
+        ys = [max_epochs + 1 if math.isnan(e) else e for e in row["epochs"]]
+        color = "tab:green" if row["answer"] else "tab:blue"
+        ax.scatter([i] * len(ys), ys, color=color, alpha=0.7, zorder=3)
+        if not math.isnan(row["median"]):
+            ax.hlines(row["median"], i - 0.3, i + 0.3, color=color, lw=2.5, zorder=2)
+    if len(table):
+        ax.set_xticks(
+            range(len(table)),
+            [f"trial {t}" + (" (answer)" if a else "") for t, a in zip(table["trial"], table["answer"], strict=True)],
+            rotation=30,
+            ha="right",
+            fontsize=8,
+        )
+    else:
+        ax.text(0.5, 0.5, "no configuration was repeated", ha="center", va="center", transform=ax.transAxes)
+    ax.set_xlim(-0.7, max(len(table), 1) - 0.3)
+    ax.set_ylim(0, max_epochs + 2)
+    ticks = sorted(
+        {t for t in matplotlib.ticker.MaxNLocator(integer=True, nbins=8).tick_values(1, max_epochs) if 1 <= t <= max_epochs}
+    )
+    ax.set_yticks([*ticks, max_epochs + 1], [*(str(int(t)) for t in ticks), "not\nreached"])
+    ax.set_ylabel("epochs to target, one point per seed; bar: median")
+    ax.grid(True, axis="y", alpha=0.4)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)
 
 
 def history_epochs(history: Mapping[str, Sequence[float]]) -> list[float]:
@@ -512,7 +586,10 @@ def summary_markdown(
         "",
         _md_table(["stop reason", "trials"], list(c["stop_reason"].items())),
         "",
-        "## Best trial",
+        *_answer_markdown(study, info),
+        "## Best single trial",
+        "",
+        "Optuna's `best_trial`: the fastest single run (its seed may have been lucky)." if info["confirm_seeds"] > 1 else "",
         "",
     ]
     try:
@@ -538,6 +615,49 @@ def summary_markdown(
     if figures:
         out += ["## Figures", ""] + [f"![{Path(f).stem}]({Path(f).name})" for f in figures] + [""]
     return "\n".join(out)
+
+
+def _answer_markdown(study: optuna.Study, info: StudyInfo) -> list[str]:
+    from hpo.answer import answer_line, compute_answer
+
+    seeds = info["confirm_seeds"]
+    answer = compute_answer(study.get_trials(deepcopy=False), seeds)
+    out = ["## Answer", "", answer_line(answer, seeds) + ".", ""]
+    if answer is not None:
+        out += [_md_table(["parameter", "value"], list(answer["params"].items())), ""]
+    table = confirmation_table(study, info)
+    if len(table):
+        rows = [
+            [
+                r.trial,
+                r.runs,
+                ", ".join("not reached" if math.isnan(e) else f"{e:g}" for e in r.epochs),
+                "-" if math.isnan(r.median) else f"{r.median:g}",
+                r.n_params,
+                "yes" if r.answer else "",
+            ]
+            for r in table.itertuples()
+        ]
+        out += [
+            "Configurations run over several seeds:",
+            "",
+            _md_table(["trial", "runs", "epochs", "median", "parameters", "answer"], rows),
+            "",
+        ]
+    trials = study.get_trials(deepcopy=False)
+    repeats = [t for t in trials if t.user_attrs.get("repeat_of") is not None and t.state.is_finished()]
+    if repeats:
+        spent = sum(t.user_attrs.get("epochs") or 0 for t in trials if t.state.is_finished())
+        mine = sum(t.user_attrs.get("epochs") or 0 for t in repeats)
+        dropped = sum(t.user_attrs.get("stop_reason") == "dropped" for t in repeats)
+        out += [
+            f"Confirmation cost {mine:g} of the study's {spent:g} training epochs ({len(repeats)} repeats, {dropped} dropped by the race).",
+            "",
+        ]
+    capped = [t for t in trials if t.user_attrs.get("stop_reason") == "capped"]
+    if capped:
+        out += [f"{len(capped)} trials were capped (stopped once they could no longer beat the answer).", ""]
+    return out
 
 
 def write_report(
@@ -569,6 +689,9 @@ def write_report(
         ),
         plot_importances(importances(study), f"{name}: parameter importances", out / "importances.png"),
         plot_learning_curves(best_curves(study, top), info["monitor"], info["target"], out / "best_curves.png"),
+        plot_confirmation(
+            confirmation_table(study, info), info["max_epochs"], f"{name}: epochs to {goal} over seeds", out / "confirmation.png"
+        ),
     ]
     test = None
     try:

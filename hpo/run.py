@@ -675,6 +675,10 @@ def _optimize(study: Any, objective: Any, *, n_trials: int | None, timeout: floa
         except (ValueError, optuna.exceptions.UpdateFinishedTrialError) as e:
             if not ran or not _failed_by_another_worker(study, ran[-1], e):
                 raise
+            lost = study._storage.get_trial(ran[-1]._trial_id)
+            for callback in kwargs.get("callbacks") or ():  # it ended, as FAIL: count it like any trial
+                callback(study, lost)
+            stop = study._stop_flag  # a callback's study.stop(); the next optimize() would clear it
             storage = getattr(study._storage, "_backend", study._storage)  # under Optuna's cache
             grace = getattr(storage, "grace_period", None) or 2 * (getattr(storage, "heartbeat_interval", None) or 0)
             print(
@@ -684,6 +688,8 @@ def _optimize(study: Any, objective: Any, *, n_trials: int | None, timeout: floa
                 file=sys.stderr,
                 flush=True,
             )
+            if stop:
+                return
 
 
 class TrialLost(Exception):

@@ -23,15 +23,32 @@ from hpo.answer import (
 DIST = {"units": IntDistribution(1, 1000)}
 
 
-def run(number: int, epochs: float | None, *, units: int = 10, repeat_of: int | None = None, state=TrialState.COMPLETE,
-        stop_reason: str | None = None, n_params: int = 100) -> optuna.trial.FrozenTrial:
+def run(
+    number: int,
+    epochs: float | None,
+    *,
+    units: int = 10,
+    repeat_of: int | None = None,
+    state=TrialState.COMPLETE,
+    stop_reason: str | None = None,
+    n_params: int = 100,
+) -> optuna.trial.FrozenTrial:
     """A stored trial as hpo records it: value in the cost unit (15 max epochs), user attributes."""
-    attrs = {"epochs_to_target": epochs, "n_params": n_params, "stop_reason": stop_reason or ("target" if epochs else "max_epochs")}
+    attrs = {
+        "epochs_to_target": epochs,
+        "n_params": n_params,
+        "stop_reason": stop_reason or ("target" if epochs else "max_epochs"),
+    }
     if repeat_of is not None:
         attrs["repeat_of"] = repeat_of
     value = epochs if epochs is not None else 16.05
-    trial = create_trial(state=state, value=value if state != TrialState.FAIL else None, params={"units": units},
-                         distributions=DIST, user_attrs=attrs)
+    trial = create_trial(
+        state=state,
+        value=value if state != TrialState.FAIL else None,
+        params={"units": units},
+        distributions=DIST,
+        user_attrs=attrs,
+    )
     trial.number = number
     return trial
 
@@ -70,8 +87,10 @@ def test_answer_is_the_lowest_median_not_the_luckiest_trial() -> None:
 
 def test_ties_go_to_the_smaller_model_and_even_counts_average() -> None:
     trials = [
-        run(0, 4, n_params=900), run(1, 6, repeat_of=0, n_params=900),
-        run(2, 5, units=2, n_params=100), run(3, 5, units=2, repeat_of=2, n_params=100),
+        run(0, 4, n_params=900),
+        run(1, 6, repeat_of=0, n_params=900),
+        run(2, 5, units=2, n_params=100),
+        run(3, 5, units=2, repeat_of=2, n_params=100),
     ]
     answer = compute_answer(trials, 2)
     assert answer["trial"] == 2 and answer["median"] == 5

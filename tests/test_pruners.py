@@ -100,7 +100,10 @@ def test_the_inner_pruner_decides_below_the_bound() -> None:
     assert stop_step(study, SLOW) == 4 and never.asked == 4
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [({"max_epochs": 0}, "max_epochs must be >= 1"), ({"max_epochs": 3, "slack": -1}, "slack must be >= 0")])
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [({"max_epochs": 0}, "max_epochs must be >= 1"), ({"max_epochs": 3, "slack": -1}, "slack must be >= 0")],
+)
 def test_arguments_are_checked(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         EpochCap(None, **kwargs)

@@ -211,7 +211,7 @@ def test_report_of_a_study_without_completed_trials(tmp_path):
     t = study.ask()
     study.tell(t, state=TrialState.FAIL)
     done = write_report(study, tmp_path / "out")
-    assert done["rows"] == 1 and len(done["figures"]) == 4 and done["test"] is None
+    assert done["rows"] == 1 and len(done["figures"]) == 5 and done["test"] is None
     assert "No completed trial yet." in (tmp_path / "out" / "summary.md").read_text()
     assert study_info(study)["data"]["train_size"] == 12000
 
@@ -284,3 +284,41 @@ def test_study_flag_errors_exit_2(tmp_path):
     assert proc.stderr.strip().startswith("hpo: error: --artifact-dir: cannot create folder")
     assert len(proc.stderr.strip().splitlines()) == 1
     assert not Path(tmp_path / "x.db").exists()
+
+
+def test_confirmation_table_and_answer_section(tmp_path):
+    """Configurations with repeats become rows with their runs and median; the answer is marked."""
+    from optuna.distributions import IntDistribution
+    from optuna.trial import create_trial
+
+    from hpo.report import confirmation_table, summary_markdown
+
+    cfg = load_config(STUDIES / "quickstart.toml")
+    study = open_study(cfg, make_storage(f"sqlite:///{tmp_path / 'c.db'}"), "conf")
+    runs = [(0, None, 3), (1, 0, 6), (2, 0, None), (3, None, 4), (4, 3, 5), (5, 3, 4), (6, None, None)]
+    for number, repeat_of, epochs in runs:
+        attrs = {
+            "epochs_to_target": epochs,
+            "reached_target": epochs is not None,
+            "n_params": 100 + number,
+            "epochs": epochs or 6,
+        }
+        attrs["stop_reason"] = "target" if epochs else "max_epochs"
+        if repeat_of is not None:
+            attrs["repeat_of"] = repeat_of
+        study.add_trial(
+            create_trial(
+                value=epochs or 7.1, params={"u": 1 + (number > 2)}, distributions={"u": IntDistribution(1, 3)}, user_attrs=attrs
+            )
+        )
+    info = study_info(study)
+    table = confirmation_table(study, info)
+    assert list(table["trial"]) == [3, 0]  # median 4 first, then median 6 (3, 6, not reached)
+    assert list(table["median"]) == [4, 6] and list(table["answer"]) == [True, False]
+    assert table["epochs"][1][:2] == [3, 6] and pd.isna(table["epochs"][1][2])
+    md = summary_markdown(study, info, trials_frame(study), None)
+    assert "4 epochs (median of 3 seeds: 4, 4, 5), trial 3 and its repeats [4, 5]" in md
+    assert "| 0 | 3 | 3, 6, not reached | 6 | 100 |  |" in md
+    assert "Confirmation cost 21 of the study's 34 training epochs (4 repeats, 0 dropped by the race)." in md
+    df = trials_frame(study)
+    assert list(df["repeat_of"].astype("object").where(df["repeat_of"].notna(), None)) == [None, 0, 0, None, 3, 3, None]
