@@ -86,6 +86,10 @@ def test_warm_start_confirmation_and_capping_in_one_study(tmp_path: Path) -> Non
             continue
         assert ua["compile_seconds"] >= 0 and ua["seconds_per_epoch"] > 0
         assert (ua["seconds_to_target"] is not None) == ua["reached_target"]
+    from optuna_dashboard._note import get_note_from_system_attrs
+
+    note = get_note_from_system_attrs(study._storage.get_study_system_attrs(study._study_id), None)["body"]
+    assert "### Answer" in note and f"{answer['median']:g} epochs (median of 3 seeds" in note
     listing = run_cli("list", "--storage", f"sqlite:///{tmp_path / 'hpo.db'}")
     assert f"{answer['median']:g} epochs (median of 3 seeds" in listing.stdout
 
