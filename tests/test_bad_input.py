@@ -59,7 +59,7 @@ BAD_FILES = {
     "target_0.toml": BASE.replace("target = 0.99", "target = 0"),
     "dataset.toml": BASE.replace('"digits"', '"cifar10"'),
     "enqueue_range.toml": BASE.replace(
-        "n_trials = 2", "n_trials = 2\nenqueue = [{units = 16}, {units = 16, learning_rate = 0.5}]"
+        "n_trials = 2", "n_trials = 2\nenqueue = [{units_l0 = 16}, {units_l0 = 16, learning_rate = 0.5}]"
     ),
     "enqueue_name.toml": BASE.replace("n_trials = 2", "n_trials = 2\nenqueue = [{unit = 16}]"),
 }
