@@ -12,7 +12,7 @@ reached the target later: they cannot beat the bound, but the sampler sees them 
 Data: ``docs/bench/search.jsonl`` (runs ``random`` and ``grid``: fashion_dense, 6 epochs, target
 0.88) and ``docs/bench/cap.jsonl``, recorded by ``--record``: studies/quickstart.toml (target
 0.85) for real with random sampling, no pruner, no cap, no confirmation, 10 epochs, 40 trials
-per seed (waits first until no ``bench_xla.py`` runs; seeds already recorded are skipped).
+per seed (seeds already recorded are skipped).
 
     .venv/bin/python scripts/bench_cap.py --record --seeds 0 1   # record, then replay everything
     .venv/bin/python scripts/bench_cap.py --summary              # replay only
@@ -140,17 +140,6 @@ def load(path: Path, variants: tuple[str, ...] | None = None) -> list[dict[str, 
     return [r for r in runs if variants is None or r["variant"] in variants]
 
 
-def wait_for_quiet(pattern: str = "bench_xla.py", limit: float = 1800) -> None:
-    """Wait (up to ``limit`` seconds) until no process matching ``pattern`` runs."""
-    started = time.monotonic()
-    while subprocess.run(["pgrep", "-f", pattern], capture_output=True).returncode == 0:
-        if time.monotonic() - started > limit:
-            print(f"{pattern} still runs after {limit:.0f} s; recording anyway", flush=True)
-            return
-        print(f"waiting for {pattern} to finish (load {os.getloadavg()[0]:.2f})", flush=True)
-        time.sleep(30)
-
-
 def record(seed: int, workdir: Path) -> dict[str, Any]:
     """Run the quickstart study for real (random, unpruned, uncapped) and return it as a run."""
     import optuna
@@ -200,8 +189,6 @@ def main() -> None:
     args = parser.parse_args()
     if args.record and not args.summary:
         missing = [s for s in args.seeds if s not in {r["seed"] for r in load(CAP)}]
-        if missing:
-            wait_for_quiet()
         with tempfile.TemporaryDirectory() as tmp:
             for seed in missing:
                 run = record(seed, Path(tmp))
