@@ -259,7 +259,8 @@ def plot_confirmation(table: pd.DataFrame, max_epochs: int, title: str, path: st
     for i, row in table.iterrows():
         ys = [max_epochs + 1 if math.isnan(e) else e for e in row["epochs"]]
         color = "tab:green" if row["answer"] else "tab:blue"
-        ax.scatter([i] * len(ys), ys, color=color, alpha=0.7, zorder=3)
+        xs = [i + (j - (len(ys) - 1) / 2) * 0.08 for j in range(len(ys))]  # side by side: equal runs stay visible
+        ax.scatter(xs, ys, color=color, alpha=0.7, zorder=3)
         if not math.isnan(row["median"]):
             ax.hlines(row["median"], i - 0.3, i + 0.3, color=color, lw=2.5, zorder=2)
     if len(table):
@@ -656,7 +657,7 @@ def _answer_markdown(study: optuna.Study, info: StudyInfo) -> list[str]:
         ]
     capped = [t for t in trials if t.user_attrs.get("stop_reason") == "capped"]
     if capped:
-        out += [f"{len(capped)} trials were capped (stopped once they could no longer beat the answer).", ""]
+        out += [f"Trials capped (stopped once they could no longer beat the answer): {len(capped)}.", ""]
     return out
 
 

@@ -60,6 +60,7 @@ CONFIGS = {
     "small": {"units": (128,), "activation": "relu", "batchnorm": False, "dropout": 0.0, "batch_size": 64},
     "bn2": {"units": (178, 557), "activation": "relu", "batchnorm": True, "dropout": 0.0, "batch_size": 64},
     "wide": {"units": (1024, 1024, 1024), "activation": "relu", "batchnorm": False, "dropout": 0.0, "batch_size": 32},
+    "mid": {"units": (512, 512), "activation": "relu", "batchnorm": False, "dropout": 0.0, "batch_size": 32},
     "bn256": {"units": (380, 257), "activation": "gelu", "batchnorm": True, "dropout": 0.0, "batch_size": 256},
     "dropout": {"units": (128,), "activation": "relu", "batchnorm": False, "dropout": 0.1, "batch_size": 64},
 }
