@@ -301,7 +301,11 @@ def test_same_study_file_and_seed_give_the_same_trials(tmp_path, extra):
         runs.append(trials_of(storage_of(url)))
 
     def numbers(t: optuna.trial.FrozenTrial) -> tuple:
-        ua = {k: v for k, v in t.user_attrs.items() if k not in ("seconds", "seconds_per_epoch", "compile_seconds", "seconds_to_target", "worker")}
+        ua = {
+            k: v
+            for k, v in t.user_attrs.items()
+            if k not in ("seconds", "seconds_per_epoch", "compile_seconds", "seconds_to_target", "worker")
+        }
         ua["history"] = {k: v for k, v in ua["history"].items() if k != "epoch_seconds"}
         return t.state, t.params, t.value, t.intermediate_values, ua
 
