@@ -16,7 +16,7 @@ twice in the first epoch (whole batches and the last, partial one), as it does t
 step (6,000 = 5 x 1,024 + 880).  ``--drop-remainder`` cuts the training set to whole batches
 (not what the objective does) to show what the second compilation costs.
 
-    python scripts/bench_xla.py            # 54,000 images, 5 epochs, 2 repeats (~20 minutes)
+    python scripts/bench_xla.py            # 54,000 images, 5 epochs, 3 repeats (~15 minutes)
     python scripts/bench_xla.py --quick    # 12,000 images, 3 epochs, 1 repeat
     python scripts/bench_xla.py --configs small,bn2 --drop-remainder
 
@@ -171,7 +171,7 @@ def main() -> int:
     if unknown:
         p.error(f"unknown configs {unknown}; choose from {list(CONFIGS)}")
     epochs = a.epochs or (3 if a.quick else 5)
-    repeats = a.repeats or (1 if a.quick else 2)
+    repeats = a.repeats or (1 if a.quick else 3)
     train_size = a.train_size if a.train_size is not None else (12000 if a.quick else 0)
     cfg = load_config(REPO / "studies" / "fashion_dense.toml", [f"data.train_size={train_size}"])
     split = prepare(cfg.data)
