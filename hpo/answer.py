@@ -36,6 +36,7 @@ __all__ = [
     "answer_line",
     "compute_answer",
     "configurations",
+    "confirmation_cost",
     "format_runs",
     "repeat_budget",
     "stored_answer",
@@ -167,6 +168,21 @@ def repeat_budget(
     return winning[-1] if winning else 0.0
 
 
+def confirmation_cost(trials: Iterable[FrozenTrial]) -> dict[str, float]:
+    """What confirming and capping did in a study: ``repeats`` (finished), ``dropped`` (of them),
+    ``repeat_epochs`` and ``epochs`` (training epochs of the repeats and of every finished
+    trial), ``capped`` (trials)."""
+    finished = [t for t in trials if t.state.is_finished()]
+    repeats = [t for t in finished if t.user_attrs.get("repeat_of") is not None]
+    return {
+        "repeats": len(repeats),
+        "dropped": sum(t.user_attrs.get("stop_reason") == "dropped" for t in repeats),
+        "repeat_epochs": sum(t.user_attrs.get("epochs") or 0 for t in repeats),
+        "epochs": sum(t.user_attrs.get("epochs") or 0 for t in finished),
+        "capped": sum(t.user_attrs.get("stop_reason") == "capped" for t in finished),
+    }
+
+
 def format_runs(config: Mapping[str, Any]) -> str:
     """``"7 epochs (median of 3 seeds: 6, 7, 8)"``; a run that missed the target is "not reached"."""
     ordered = sorted(config["epochs"], key=lambda e: math.inf if e is None else e)
@@ -196,25 +212,20 @@ class Confirmation:
 
     Args:
         confirm_seeds: runs a configuration needs to be an answer (the original counts as one).
-        max_epochs: the objective's ``max_epochs``.
         on_answer: called with ``(study, answer)`` when the stored answer changed (the note).
     """
 
-    def __init__(self, confirm_seeds: int, max_epochs: int, on_answer: Any = None):
+    def __init__(self, confirm_seeds: int, on_answer: Any = None):
         if confirm_seeds < 2:
             raise ValueError(f"confirm_seeds must be >= 2 to confirm, but got {confirm_seeds=}.")
         self.confirm_seeds = int(confirm_seeds)
-        self.max_epochs = int(max_epochs)
         self.on_answer = on_answer
         self.enqueued: dict[int, int] = {}  # original trial -> repeats enqueued by this process
-        self.dropped: list[int] = []
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         trials = study.get_trials(deepcopy=False)
         answer = compute_answer(trials, self.confirm_seeds)
         self._store(study, answer)
-        if trial.user_attrs.get("stop_reason") == "dropped":
-            self.dropped.append(trial.number)
         epochs = _epochs(trial) if trial.state == TrialState.COMPLETE else None
         if trial.user_attrs.get("repeat_of") is not None or epochs is None:
             return

@@ -252,10 +252,10 @@ class Objective:
         if not self.cfg.study.confirming or trial.user_attrs.get("race") is False:
             return None
         study = trial.study
-        frozen = next(t for t in study.get_trials(deepcopy=False) if t.number == trial.number)
+        trials = study.get_trials(deepcopy=False)
         return repeat_budget(
-            study.get_trials(deepcopy=False),
-            frozen,
+            trials,
+            next(t for t in trials if t.number == trial.number),
             stored_answer(study),
             self.cfg.study.confirm_seeds,
             self.cfg.objective.max_epochs,

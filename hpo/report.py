@@ -619,7 +619,7 @@ def summary_markdown(
 
 
 def _answer_markdown(study: optuna.Study, info: StudyInfo) -> list[str]:
-    from hpo.answer import answer_line, compute_answer
+    from hpo.answer import answer_line, compute_answer, confirmation_cost
 
     seeds = info["confirm_seeds"]
     answer = compute_answer(study.get_trials(deepcopy=False), seeds)
@@ -646,18 +646,15 @@ def _answer_markdown(study: optuna.Study, info: StudyInfo) -> list[str]:
             "",
         ]
     trials = study.get_trials(deepcopy=False)
-    repeats = [t for t in trials if t.user_attrs.get("repeat_of") is not None and t.state.is_finished()]
-    if repeats:
-        spent = sum(t.user_attrs.get("epochs") or 0 for t in trials if t.state.is_finished())
-        mine = sum(t.user_attrs.get("epochs") or 0 for t in repeats)
-        dropped = sum(t.user_attrs.get("stop_reason") == "dropped" for t in repeats)
+    cost = confirmation_cost(trials)
+    if cost["repeats"]:
         out += [
-            f"Confirmation cost {mine:g} of the study's {spent:g} training epochs ({len(repeats)} repeats, {dropped} dropped by the race).",
+            f"Confirmation cost {cost['repeat_epochs']:g} of the study's {cost['epochs']:g} training epochs "
+            f"({cost['repeats']} repeats, {cost['dropped']} dropped by the race).",
             "",
         ]
-    capped = [t for t in trials if t.user_attrs.get("stop_reason") == "capped"]
-    if capped:
-        out += [f"Trials capped (stopped once they could no longer beat the answer): {len(capped)}.", ""]
+    if cost["capped"]:
+        out += [f"Trials capped (stopped once they could no longer beat the answer): {cost['capped']}.", ""]
     return out
 
 

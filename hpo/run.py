@@ -385,7 +385,7 @@ def _run_study(args: argparse.Namespace, cfg: Any, on_open: Any = None) -> int:
     if cfg.study.confirming:
         from hpo.answer import Confirmation
 
-        trial_callbacks.append(Confirmation(cfg.study.confirm_seeds, cfg.objective.max_epochs, on_answer=_note_saver(cfg)))
+        trial_callbacks.append(Confirmation(cfg.study.confirm_seeds, on_answer=_note_saver(cfg)))
     trial_callbacks.append(budget.after_trial)
     capped = False
     if not args.debug:
@@ -971,7 +971,7 @@ def summary(study: Any, cfg: Any, before: int, seconds: float) -> str:
     if not cfg.study.confirming:
         lines.append("  " + " ".join(f"{k}={_fmt(v)}" for k, v in {**best.params, **ua.get("fixed_params", {})}.items()))
         return "\n".join(lines)
-    from hpo.answer import answer_line, compute_answer
+    from hpo.answer import answer_line, compute_answer, confirmation_cost
 
     answer = compute_answer(trials, cfg.study.confirm_seeds)
     lines.append(f"answer: {answer_line(answer, cfg.study.confirm_seeds)}")
@@ -982,13 +982,11 @@ def summary(study: Any, cfg: Any, before: int, seconds: float) -> str:
                 f"  (Optuna's best_trial {best.number} is a single run; the answer is the fastest median over "
                 f"{cfg.study.confirm_seeds} seeds)"
             )
-    repeats = [t for t in finished if t.user_attrs.get("repeat_of") is not None]
-    if repeats:
-        dropped = sum(t.user_attrs.get("stop_reason") == "dropped" for t in repeats)
-        capped = sum(t.user_attrs.get("stop_reason") == "capped" for t in finished)
+    cost = confirmation_cost(trials)
+    if cost["repeats"]:
         lines.append(
-            f"confirmation: {len(repeats)} repeats ({dropped} dropped), {sum(t.user_attrs.get('epochs') or 0 for t in repeats):g} "
-            f"of {sum(t.user_attrs.get('epochs') or 0 for t in finished):g} training epochs; {capped} trials capped"
+            f"confirmation: {cost['repeats']} repeats ({cost['dropped']} dropped), {cost['repeat_epochs']:g} "
+            f"of {cost['epochs']:g} training epochs; {cost['capped']} trials capped"
         )
     return "\n".join(lines)
 

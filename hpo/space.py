@@ -276,6 +276,7 @@ def enqueue_errors(cfg: StudyConfig, params: Mapping[str, Any]) -> tuple[str | N
             return "family", f"{family!r} is not one of {', '.join(repr(f) for f in families)}"
     else:
         family = families[0]
+    searched = distributions(cfg)
     probe = _Probe(params)
     sampler, _ = FAMILY_SAMPLERS[family]
     suggester = _Suggester(probe, cfg, family)  # type: ignore[arg-type]
@@ -284,7 +285,7 @@ def enqueue_errors(cfg: StudyConfig, params: Mapping[str, Any]) -> tuple[str | N
     for name, value in params.items():
         if name in probe.asked:
             continue
-        dist = distributions(cfg).get(name)
+        dist = searched.get(name)
         if dist is not None:
             problem = _outside(dist, value)
             if problem is not None:
@@ -301,10 +302,10 @@ def enqueue_errors(cfg: StudyConfig, params: Mapping[str, Any]) -> tuple[str | N
         elif name in suggester.fixed:
             if suggester.fixed[name] != value:
                 return name, f"the space fixes it to {suggester.fixed[name]!r}, but got {value!r}"
-        elif name in distributions(cfg) or name in _fixed_names(cfg):
+        elif name in searched or name in _fixed_names(cfg):
             return name, "not used by a trial with the other parameters given (e.g. a layer beyond layers)"
         else:
-            known = sorted(distributions(cfg))
+            known = sorted(searched)
             return name, f"not a parameter of the space; parameters: {', '.join(known)}"
     return None
 

@@ -157,7 +157,7 @@ def objective_with(epochs_by_units: dict[int, list[float | None]]):
 
 def test_a_fast_trial_enqueues_its_repeats_as_the_next_trials_and_the_answer_is_stored() -> None:
     study = optuna.create_study(direction="minimize")
-    confirm = Confirmation(3, 15)
+    confirm = Confirmation(3)
     objective = objective_with({5: [6, 8, 7], 7: [4, 5, None], 9: [9], 11: [7]})
     for units, n in ((5, 3), (7, 3), (9, 1), (11, 1)):
         study.enqueue_trial({"units": units})
@@ -181,7 +181,7 @@ def test_the_stored_answer_follows_the_stored_trials() -> None:
     for t in (run(0, 6, units=1), run(1, 6, units=1, repeat_of=0), run(2, 6, units=1, repeat_of=0)):
         study.add_trial(t)
     study.set_user_attr(ANSWER_ATTR, {"trial": 99, "median": 2.0})  # stale, from nowhere
-    confirm = Confirmation(3, 15)
+    confirm = Confirmation(3)
     study.enqueue_trial({"units": 3})
     study.optimize(objective_with({3: [7]}), n_trials=1, callbacks=[confirm])
     assert study.user_attrs[ANSWER_ATTR]["trial"] == 0 and study.user_attrs[ANSWER_ATTR]["median"] == 6
@@ -191,4 +191,4 @@ def test_the_stored_answer_follows_the_stored_trials() -> None:
 @pytest.mark.parametrize("seeds", [0, 1])
 def test_confirmation_needs_two_runs(seeds: int) -> None:
     with pytest.raises(ValueError, match="confirm_seeds must be >= 2"):
-        Confirmation(seeds, 15)
+        Confirmation(seeds)
