@@ -50,7 +50,7 @@ class TargetPruning(keras.callbacks.Callback):
     ``prune=False`` never asks the pruner (repeats that confirm an answer run to the target or
     to ``max_epochs``); ``stop_after`` stops a run that has not reached the target after that
     many epochs (``stop_reason = "dropped"``, raised as :class:`optuna.TrialPruned`).  When the
-    study's pruner is an :class:`hpo.pruners.EpochCap` that capped the trial, the stop reason is
+    study's pruner is an :class:`hpo.search.EpochCap` that capped the trial, the stop reason is
     ``capped``.
 
     With sub-epoch checks, each Keras "epoch" is a part of a pass over the training data:

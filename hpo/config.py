@@ -8,8 +8,10 @@ file (or the ``--set`` override), the key and the bad value, in one line.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
+import json
 import math
 import re
 import tomllib
@@ -44,7 +46,7 @@ __all__ = [
     "StudySettings",
     "apply_overrides",
     "indexed_key",
-    "load_config",
+    "read_config",
     "parse_config",
     "parse_override",
     "resolve_key",
@@ -271,6 +273,18 @@ class StudyConfig:
     space: Mapping[str, Mapping[str, ParamSpec]]
     # The study file's tables after overrides (stored on the study, so ``confirm`` can rebuild it).
     raw: Mapping[str, Any] = dataclasses.field(default_factory=dict, compare=False, repr=False)
+    overridden: frozenset[str] = dataclasses.field(default=frozenset(), compare=False, repr=False)  # keys --set gave
+
+    def error(self, key: str, message: str) -> ConfigError:
+        """A one-line error about ``key`` of this study file (or of the override that set it)."""
+        return _Checker(self.source, set(self.overridden)).error(key, message)
+
+    def with_overrides(self, *overrides: str) -> StudyConfig:
+        """A changed copy, validated like the study file: ``cfg.with_overrides("study.n_trials=7")``."""
+        raw = copy.deepcopy(dict(self.raw))
+        overridden = apply_overrides(raw, overrides, self.source)
+        name = self.study.name
+        return parse_config(raw, source=self.source, default_name=name, overridden=set(self.overridden) | overridden)
 
     def identity(self) -> dict[str, Any]:
         """Settings that make costs comparable; stored on the study and checked on resume."""
@@ -287,8 +301,9 @@ class StudyConfig:
 # Loading and overrides
 
 
-def load_config(path: str | Path, overrides: Sequence[str] = ()) -> StudyConfig:
-    """Read a study file, apply ``--set`` overrides and validate."""
+def read_config(path: str | Path, overrides: Sequence[str] = ()) -> StudyConfig:
+    """Read a study file (TOML, or JSON holding the same tables), apply ``--set`` overrides and
+    validate what needs no Optuna (:func:`hpo.load_config` checks the rest)."""
     source = str(path)
     try:
         text = Path(path).read_text(encoding="utf-8")
@@ -296,10 +311,18 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> StudyConfig:
         raise ConfigError("study file not found", source=source) from None
     except (IsADirectoryError, PermissionError, UnicodeDecodeError) as e:
         raise ConfigError(f"cannot read study file ({type(e).__name__})", source=source) from None
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"TOML syntax error: {e}", source=source) from None
+    if Path(path).suffix == ".json":
+        try:
+            raw = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"JSON syntax error: {e}", source=source) from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"must hold a JSON object of tables, not {type(raw).__name__}", source=source)
+    else:
+        try:
+            raw = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"TOML syntax error: {e}", source=source) from None
     default_name = Path(path).stem
     overridden = apply_overrides(raw, overrides, source)
     return parse_config(raw, source=source, default_name=default_name, overridden=overridden)
@@ -527,10 +550,17 @@ def parse_config(
     objective = _parse_objective(chk, tables["objective"])
     model = _parse_model(chk, tables["model"])
     space = _parse_space(chk, chk.table(raw, "space"))
-    cfg = StudyConfig(source=source, study=study, data=data, objective=objective, model=model, space=space, raw=_plain(raw))
+    cfg = StudyConfig(
+        source=source,
+        study=study,
+        data=data,
+        objective=objective,
+        model=model,
+        space=space,
+        raw=_plain(raw),
+        overridden=frozenset(overridden or ()),
+    )
     _check_image_size(chk, cfg)
-    _check_sampler_and_pruner(chk, cfg)
-    _check_enqueue(chk, cfg)
     return cfg
 
 
@@ -746,27 +776,3 @@ def _check_image_size(chk: _Checker, cfg: StudyConfig) -> None:
             f"{stages} stages would downsample {cfg.data.dataset}'s {height}x{width} images below 1x1 "
             f"({path}); at most {fits} fit",
         )
-
-
-def _check_sampler_and_pruner(chk: _Checker, cfg: StudyConfig) -> None:
-    """Build the sampler and pruner once so bad options fail here, not mid-study."""
-    from hpo.storage import make_pruner, make_sampler  # optuna only, no TensorFlow
-
-    for key, build in (("study.sampler_options", make_sampler), ("study.pruner_options", make_pruner)):
-        try:
-            build(cfg)
-        except ConfigError as e:
-            raise chk.error(e.key or key, e.message) from None
-        except (TypeError, ValueError) as e:
-            raise chk.error(key, str(e).splitlines()[0] if str(e) else type(e).__name__) from None
-
-
-def _check_enqueue(chk: _Checker, cfg: StudyConfig) -> None:
-    """Each ``study.enqueue`` table names parameters of the space, with values inside it."""
-    from hpo.space import enqueue_errors  # optuna only, no TensorFlow
-
-    for i, params in enumerate(cfg.study.enqueue):
-        problem = enqueue_errors(cfg, params)
-        if problem is not None:
-            key, message = problem
-            raise chk.error(f"study.enqueue[{i}].{key}" if key else f"study.enqueue[{i}]", message)

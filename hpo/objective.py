@@ -39,7 +39,7 @@ from hpo.callbacks import TargetPruning, not_reached_cost
 from hpo.config import StudyConfig
 from hpo.data import Split
 from hpo.errors import HpoError, TrialFailed
-from hpo.pruners import EPOCH_FRACTION_ATTR
+from hpo.search import EPOCH_FRACTION_ATTR
 
 __all__ = ["Objective", "TrialOutcome", "TRIAL_ATTRS", "enable_determinism", "epoch_times", "trial_seed"]
 

@@ -25,9 +25,9 @@ import pandas as pd  # noqa: E402
 from optuna.trial import FrozenTrial, TrialState  # noqa: E402
 
 from hpo.errors import HpoError  # noqa: E402
+from hpo.study import StudyInfo, study_info  # noqa: E402
 
 __all__ = [
-    "StudyInfo",
     "best_curves",
     "confirmation_table",
     "counts",
@@ -36,7 +36,6 @@ __all__ = [
     "history_epochs",
     "history_frame",
     "importances",
-    "load_study",
     "optimization_history",
     "plot_confirmation",
     "plot_epochs_vs_params",
@@ -44,7 +43,6 @@ __all__ = [
     "plot_learning_curve",
     "plot_learning_curves",
     "plot_optimization_history",
-    "study_info",
     "summary_markdown",
     "test_accuracy",
     "trial_title",
@@ -74,40 +72,6 @@ _FAMILY_COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brow
 
 # --------------------------------------------------------------------------------------------
 # Numbers
-
-
-class StudyInfo(dict):
-    """What the report needs to know about the objective: monitor, target, max_epochs, dataset,
-    data, confirm_seeds."""
-
-
-def load_study(name: str, storage: optuna.storages.BaseStorage) -> optuna.Study:
-    """Load a study by name; an unknown name is one line listing the names that exist."""
-    try:
-        return optuna.load_study(study_name=name, storage=storage)
-    except KeyError:
-        names = sorted(s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False))
-        known = ", ".join(names) if names else "none"
-        raise HpoError(f"no study named {name!r} in this storage; studies: {known}") from None
-
-
-def study_info(study: optuna.Study) -> StudyInfo:
-    """The objective settings hpo stored on the study (``user_attrs["hpo"]``)."""
-    from hpo.storage import STUDY_ATTR
-
-    attr = study.user_attrs.get(STUDY_ATTR)
-    if not isinstance(attr, dict) or "identity" not in attr:
-        raise HpoError(f"study {study.study_name!r} was not created by hpo (it has no {STUDY_ATTR!r} user attribute)")
-    ident = attr["identity"]
-    data = dict(attr.get("data") or {"dataset": ident.get("data.dataset", "fashion_mnist")})
-    return StudyInfo(
-        monitor=ident["objective.monitor"],
-        target=float(ident["objective.target"]),
-        max_epochs=int(ident["objective.max_epochs"]),
-        dataset=ident.get("data.dataset", data.get("dataset")),
-        data=data,
-        confirm_seeds=int(((attr.get("config") or {}).get("study") or {}).get("confirm_seeds", 3)),
-    )
 
 
 def trial_params(trial: FrozenTrial) -> dict[str, Any]:

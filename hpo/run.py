@@ -295,7 +295,7 @@ def _check_folder(path: str | os.PathLike, flag: str, *, writable: bool = True) 
 
 
 def cmd_study(args: argparse.Namespace) -> int:
-    from hpo.config import load_config
+    from hpo.api import load_config
 
     overrides = list(args.overrides)
     if args.seed is not None:
@@ -308,7 +308,8 @@ def _run_study(args: argparse.Namespace, cfg: Any, on_open: Any = None) -> int:
     study is open, before the first trial."""
     from hpo.data import prepare
     from hpo.quiet import import_tensorflow
-    from hpo.storage import mask_url, open_study, resolve_url
+    from hpo.storage import mask_url, resolve_url
+    from hpo.study import open_study
 
     n_trials = args.n_trials if args.n_trials is not None else cfg.study.n_trials
     timeout = args.timeout if args.timeout is not None else cfg.study.timeout
@@ -375,7 +376,7 @@ def _run_study(args: argparse.Namespace, cfg: Any, on_open: Any = None) -> int:
     if held and cfg.study.seed is not None:
         # The study holds trials already (a re-run, or this worker's previous process): seed the
         # sampler past them, or it would repeat the random draws of the run that made them.
-        from hpo.storage import make_sampler
+        from hpo.search import make_sampler
 
         study.sampler = make_sampler(cfg, seed_offset=held * 1_000_003)  # far from other workers' seed + i
     recycle = cfg.study.recycle_after
@@ -484,10 +485,10 @@ class _Budget:
 
 def _note_saver(cfg: Any) -> Any:
     """``on_answer`` of :class:`hpo.answer.Confirmation`: the study note shows the new answer."""
-    from hpo.storage import _save_note
+    from hpo.study import save_note
 
     def save(study: Any, answer: Any) -> None:
-        _save_note(study, cfg, answer)
+        save_note(study, cfg, answer)
 
     return save
 
@@ -865,7 +866,8 @@ def _run_workers(args: argparse.Namespace, cfg: Any, url: str, n_trials: int | N
     import threading
 
     from hpo.data import check_data
-    from hpo.storage import _password, mask_url, open_study
+    from hpo.storage import _password, mask_url
+    from hpo.study import open_study
 
     if url.startswith("sqlite") and ":memory:" in url:
         raise HpoError("an in-memory SQLite storage cannot be shared by --workers: use a file, PostgreSQL or MySQL")
@@ -1007,7 +1009,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(f"no studies in {mask_url(url)}")
         return 0
     from hpo.answer import ANSWER_ATTR, format_runs
-    from hpo.storage import STUDY_ATTR
+    from hpo.study import STUDY_ATTR
 
     width = max(len(s.study_name) for s in summaries)
     print(f"{'study':<{width}}  trials  best value  best epochs_to_target  answer")
@@ -1072,7 +1074,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     out = Path(args.out or Path("reports") / args.study_name)
     _check_folder(out, "--out")
     storage = make_storage(_existing_sqlite(resolve_url(args.storage)))
-    from hpo.report import load_study, study_info, write_report
+    from hpo.report import write_report
+    from hpo.study import load_study, study_info
 
     study = load_study(args.study_name, storage)
     study_info(study)  # not an hpo study: one line, before anything is written
@@ -1118,23 +1121,19 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
 def _stored_config(study: Any, study_file: str | None) -> Any:
     """The study file a study was made from: ``--study-file``, else the tables stored on it."""
-    from hpo.config import load_config, parse_config
-    from hpo.storage import STUDY_ATTR
+    from hpo.api import load_config
+    from hpo.search import check_config
+    from hpo.study import stored_config
 
-    if study_file:
-        return load_config(study_file)
-    stored = study.user_attrs.get(STUDY_ATTR) or {}
-    if stored.get("config"):
-        return parse_config(stored["config"], source=f"study {study.study_name!r}", default_name=study.study_name)
-    raise HpoError(f"study {study.study_name!r} stores no study file (made by an older hpo): pass --study-file FILE")
+    return load_config(study_file) if study_file else check_config(stored_config(study))
 
 
 def cmd_confirm(args: argparse.Namespace) -> int:
     import dataclasses
 
     from hpo.answer import answer_line, compute_answer, configurations, format_runs
-    from hpo.report import load_study
     from hpo.storage import make_storage, resolve_url
+    from hpo.study import load_study
 
     url = _existing_sqlite(resolve_url(args.storage))
     study = load_study(args.study_name, make_storage(url))

@@ -1,4 +1,4 @@
-"""Storage URL -> Optuna storage (heartbeat, retry); sampler and pruner; opening a study.
+"""Storage URL -> Optuna storage (heartbeat, retry); re-queueing a trial; passwords hidden.
 
 Only this module builds storages.  SQLite is the default and suits one machine with few
 processes; PostgreSQL (``postgresql+psycopg2://``) and MySQL/MariaDB (``mysql+pymysql://``) are
@@ -8,8 +8,6 @@ for many workers sharing one study.  URLs are shown with the password hidden, al
 from __future__ import annotations
 
 import copy
-import dataclasses
-import inspect
 import logging
 import os
 import random
@@ -21,27 +19,20 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.distributions import check_distribution_compatibility
 
-from hpo.config import StudyConfig
-from hpo.errors import ConfigError, StorageError, StudyMismatchError
+from hpo.errors import StorageError
 
 __all__ = [
     "DEFAULT_STORAGE",
     "HeartbeatRDBStorage",
-    "STUDY_ATTR",
-    "make_pruner",
-    "make_sampler",
     "make_storage",
     "hide_password_in_logs",
     "mask_url",
-    "open_study",
     "requeue_trial",
     "resolve_url",
 ]
 
 DEFAULT_STORAGE = "sqlite:///studies/hpo.db"
-STUDY_ATTR = "hpo"  # study user attr holding the settings costs depend on
 CONNECT_TIMEOUT = 10  # seconds before an unreachable database is reported
 # Connections one worker process may hold: pool_size + max_overflow (see docs/cluster.md).
 POOL_SIZE, MAX_OVERFLOW = 2, 2
@@ -302,160 +293,3 @@ def requeue_trial(study: optuna.Study, storage: Any, trial: optuna.trial.FrozenT
         retry(study, copy.deepcopy(trial))
     waiting = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))
     return any(t.system_attrs.get("retry_history", [])[-1:] == [trial.number] for t in waiting)
-
-
-# --------------------------------------------------------------------------------------------
-# Samplers and pruners
-
-
-def _construct(cls: type, key: str, options: dict[str, Any], **given: Any) -> Any:
-    import difflib
-
-    valid = [p for p in inspect.signature(cls).parameters if p not in given]
-    for name in options:
-        if name not in valid:
-            close = difflib.get_close_matches(name, valid, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else (f"; valid: {', '.join(valid)}" if valid else "; it takes none")
-            raise ConfigError(f"{cls.__name__} has no option {name!r}{hint}", key=f"{key}.{name}")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return cls(**given, **options)
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"{cls.__name__}: {str(e).splitlines()[0]}", key=key) from None
-
-
-def make_sampler(cfg: StudyConfig, seed_offset: int = 0) -> optuna.samplers.BaseSampler:
-    """The study's sampler, seeded with ``study.seed + seed_offset`` (no seed: random)."""
-    from hpo.space import grid_search_space
-
-    opts = dict(cfg.study.sampler_options)
-    seed = None if cfg.study.seed is None else cfg.study.seed + seed_offset
-    key = "study.sampler_options"
-    if cfg.study.sampler == "tpe":
-        return _construct(optuna.samplers.TPESampler, key, opts, seed=seed)
-    if cfg.study.sampler == "random":
-        return _construct(optuna.samplers.RandomSampler, key, opts, seed=seed)
-    return _construct(optuna.samplers.GridSampler, key, opts, search_space=grid_search_space(cfg), seed=seed)
-
-
-def make_pruner(cfg: StudyConfig) -> optuna.pruners.BasePruner:
-    """The study's pruner, inside :class:`hpo.pruners.EpochCap` unless ``objective.cap = false``.
-
-    Its default warm-up and resources are one epoch's checks: steps reported to the pruner are
-    checks, epochs or ``objective.checks_per_epoch`` checks per epoch.  Options given in
-    ``study.pruner_options`` are taken as they are.
-    """
-    from hpo.pruners import EpochCap
-
-    inner = _inner_pruner(cfg)
-    if not cfg.objective.cap:
-        return inner
-    return EpochCap(inner, cfg.objective.max_epochs, slack=cfg.objective.cap_slack)
-
-
-def _inner_pruner(cfg: StudyConfig) -> optuna.pruners.BasePruner:
-    opts = dict(cfg.study.pruner_options)
-    key = "study.pruner_options"
-    name = cfg.study.pruner
-    k = cfg.objective.checks_per_epoch
-    if name == "median":
-        return _construct(optuna.pruners.MedianPruner, key, {"n_startup_trials": 5, "n_warmup_steps": k, **opts})
-    if name == "percentile":
-        return _construct(
-            optuna.pruners.PercentilePruner, key, {"percentile": 25.0, "n_startup_trials": 5, "n_warmup_steps": k, **opts}
-        )
-    if name == "hyperband":
-        return _construct(
-            optuna.pruners.HyperbandPruner, key, {"min_resource": k, "max_resource": cfg.objective.max_epochs * k, **opts}
-        )
-    if name == "successive_halving":
-        return _construct(optuna.pruners.SuccessiveHalvingPruner, key, {"min_resource": k, **opts})
-    return _construct(optuna.pruners.NopPruner, key, opts)
-
-
-# --------------------------------------------------------------------------------------------
-# Studies
-
-
-def open_study(cfg: StudyConfig, storage: optuna.storages.BaseStorage, study_name: str | None = None) -> optuna.Study:
-    """Create the study or join it by name; refuse to resume one whose costs mean something else.
-
-    Nothing is written when the study exists and does not match.
-    """
-    from hpo.space import distributions
-
-    name = study_name or cfg.study.name
-    sampler, pruner = make_sampler(cfg), make_pruner(cfg)
-    identity = cfg.identity()
-    try:
-        study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
-    except KeyError:
-        study = None
-    if study is not None:
-        if study.directions != [optuna.study.StudyDirection.MINIMIZE]:
-            raise StudyMismatchError(f"study {name!r} exists and is not a minimize study: choose another --study-name")
-        stored = study.user_attrs.get(STUDY_ATTR, {}).get("identity", {})
-        for key, value in identity.items():
-            if key in stored and stored[key] != value:
-                raise StudyMismatchError(
-                    f"{cfg.source}: {key}: study {name!r} was run with {stored[key]!r}, not {value!r}; "
-                    "costs under different settings cannot be compared: use another --study-name"
-                )
-        _check_space(cfg, study, distributions(cfg))
-        return study
-    study = optuna.create_study(
-        storage=storage, study_name=name, direction="minimize", sampler=sampler, pruner=pruner, load_if_exists=True
-    )
-    if STUDY_ATTR not in study.user_attrs:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                study.set_metric_names(["epochs_to_target"])
-            study.set_user_attr(
-                STUDY_ATTR,
-                {"identity": identity, "source": cfg.source, "data": dataclasses.asdict(cfg.data), "config": cfg.raw},
-            )
-        except Exception:  # another worker created the same study at the same instant and wrote them first
-            if STUDY_ATTR not in optuna.load_study(study_name=name, storage=storage).user_attrs:
-                raise
-        else:
-            _enqueue_warm_start(study, cfg)
-            _save_note(study, cfg)
-    return study
-
-
-def _enqueue_warm_start(study: optuna.Study, cfg: StudyConfig) -> None:
-    """``study.enqueue``: the configurations the study starts with (checked by hpo.config)."""
-    from hpo.space import distributions
-
-    searched = distributions(cfg)
-    for i, params in enumerate(cfg.study.enqueue):  # names the space fixes are not Optuna parameters
-        study.enqueue_trial({k: v for k, v in params.items() if k in searched}, user_attrs={"warm_start": i})
-
-
-def _save_note(study: optuna.Study, cfg: StudyConfig, answer: Any = None) -> None:
-    """The study's markdown note for optuna-dashboard; a note that cannot be saved is a warning."""
-    from hpo.note import save_study_note
-
-    try:
-        save_study_note(study, cfg, answer)
-    except Exception as e:  # noqa: BLE001 - a note is never worth a study
-        warnings.warn(f"study {study.study_name!r}: note not saved: {type(e).__name__}: {e}", stacklevel=2)
-
-
-def _check_space(cfg: StudyConfig, study: optuna.Study, new: dict[str, Any]) -> None:
-    """A categorical parameter must keep its choices across runs of one study (Optuna's rule)."""
-    seen: set[str] = set()
-    for trial in study.get_trials(deepcopy=False):
-        for name, old in trial.distributions.items():
-            if name in seen or name not in new:
-                continue
-            seen.add(name)
-            try:
-                check_distribution_compatibility(old, new[name])
-            except ValueError:
-                raise StudyMismatchError(
-                    f"{cfg.source}: parameter {name!r} of study {study.study_name!r} was searched as {old}, "
-                    f"now {new[name]}; Optuna cannot mix them: use another --study-name"
-                ) from None

@@ -1,4 +1,4 @@
-"""What capping (hpo.pruners.EpochCap) saves and loses, by replaying recorded learning curves.
+"""What capping (hpo.search.EpochCap) saves and loses, by replaying recorded learning curves.
 
 Every recorded run is unpruned and uncapped, so each trial holds its full curve (the cost it
 reported after each epoch, see hpo.callbacks).  A replay feeds the run's trials, in their
@@ -47,7 +47,7 @@ def replay(run: dict[str, Any], slack: int | None) -> dict[str, Any]:
     """Feed ``run``'s trials to a fresh study capped with ``slack`` (None: no cap)."""
     import optuna
 
-    from hpo.pruners import EpochCap
+    from hpo.search import EpochCap
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     max_epochs = run["max_epochs"]

@@ -49,11 +49,12 @@ TUTORIAL = {
 
 def measure(url: str, n_trials: int, epochs: int, sampled: bool, artifacts: Path) -> list[dict[str, float]]:
 
+    from hpo.api import load_config
     from hpo.artifacts import ArtifactWriter, make_artifact_store
-    from hpo.config import load_config
     from hpo.data import prepare
     from hpo.objective import Objective
-    from hpo.storage import make_storage, open_study
+    from hpo.storage import make_storage
+    from hpo.study import open_study
 
     overrides = [f"objective.max_epochs={epochs}", "objective.target=1.0"]  # never reached: all epochs run
     if not sampled:

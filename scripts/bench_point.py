@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     import optuna
 
     from hpo import models
-    from hpo.config import load_config
+    from hpo.api import load_config
     from hpo.data import prepare
     from hpo.objective import EVAL_BATCH
     from hpo.space import sample

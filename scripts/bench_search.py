@@ -105,7 +105,7 @@ def run_one(variant: str, seed: int, budget: float, max_epochs: int, target: flo
     from hpo.config import parse_config
     from hpo.errors import TrialFailed
     from hpo.objective import Objective
-    from hpo.storage import make_pruner, make_sampler
+    from hpo.search import make_pruner, make_sampler
 
     cfg = parse_config(variant_config(variant, seed, max_epochs, target), source=f"{variant} seed {seed}")
     study = optuna.create_study(direction="minimize", sampler=make_sampler(cfg), pruner=make_pruner(cfg))
@@ -163,7 +163,7 @@ def replay(run: dict[str, Any], pruner_name: str, budget: float) -> dict[str, An
     import optuna
 
     from hpo.config import parse_config
-    from hpo.storage import make_pruner
+    from hpo.search import make_pruner
 
     raw = variant_config("tpe+" + pruner_name, run["seed"], run["max_epochs"], run["target"])
     cfg = parse_config(raw, source=f"replay {pruner_name}")

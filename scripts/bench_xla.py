@@ -50,7 +50,7 @@ import_tensorflow()
 import keras  # noqa: E402
 
 from hpo import models  # noqa: E402
-from hpo.config import load_config  # noqa: E402
+from hpo.api import load_config  # noqa: E402
 from hpo.data import Split, prepare  # noqa: E402
 from hpo.objective import Schedule, _Tensors  # noqa: E402
 from hpo.space import Params  # noqa: E402

@@ -62,8 +62,9 @@ sys.path.insert(0, str(REPO))
 import optuna  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
-from hpo.config import load_config  # noqa: E402
-from hpo.storage import make_storage, mask_url, open_study  # noqa: E402
+from hpo.api import load_config  # noqa: E402
+from hpo.storage import make_storage, mask_url  # noqa: E402
+from hpo.study import open_study  # noqa: E402
 
 PG_ADMIN = os.environ.get("HPO_TEST_POSTGRES", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
 HOST = socket.gethostname()

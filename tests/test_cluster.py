@@ -17,9 +17,10 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from hpo.config import load_config
+from hpo.api import load_config
 from hpo.objective import TRIAL_ATTRS
-from hpo.storage import make_storage, open_study
+from hpo.storage import make_storage
+from hpo.study import open_study
 from tests.conftest import MYSQL_ADMIN_URL, REPO, STUDIES, cli_env, popen_cli, run_cli, wait_for
 
 TINY = str(STUDIES / "tiny.toml")
@@ -101,8 +102,9 @@ def test_four_simultaneous_first_starts_on_mariadb_make_one_study(mysql_url):
 RACE = """
 import sys, time
 import hpo.storage
-from hpo.config import load_config
-from hpo.storage import make_storage, open_study
+from hpo.api import load_config
+from hpo.storage import make_storage
+from hpo.study import open_study
 url, at, attempts = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
 hpo.storage.INIT_ATTEMPTS = attempts
 cfg = load_config(sys.argv[4])
@@ -205,8 +207,9 @@ def test_sigkilled_worker_trial_fails_after_grace_period_and_is_retried(postgres
 
 DIE_AFTER_ASK = """
 import os, signal, sys, warnings
-from hpo.config import load_config
-from hpo.storage import make_storage, open_study
+from hpo.api import load_config
+from hpo.storage import make_storage
+from hpo.study import open_study
 url, path, waiting = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
 cfg = load_config(path, ["study.heartbeat_interval=1", "study.grace_period=3", "objective.max_epochs=1"])
 study = open_study(cfg, make_storage(url, heartbeat_interval=1, grace_period=3, max_retry=1))

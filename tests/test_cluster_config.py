@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hpo.config import load_config
+from hpo.api import load_config
 from hpo.errors import ConfigError
 from hpo.run import _shares
 from tests.conftest import STUDIES, run_cli
@@ -68,7 +68,8 @@ def test_bad_flags_are_one_line_and_store_nothing(tmp_path, args, message):
 def test_sqlite_study_files_use_the_write_ahead_log(tmp_path):
     import sqlite3
 
-    from hpo.storage import make_storage, open_study
+    from hpo.storage import make_storage
+    from hpo.study import open_study
 
     db = tmp_path / "wal.db"
     sqlite3.connect(db).close()  # an existing file in SQLite's default (rollback journal) mode

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from hpo.config import Choice, Fixed, Range, load_config, parse_override
+from hpo.api import load_config
+from hpo.config import Choice, Fixed, Range, parse_override
 from hpo.errors import ConfigError
 from tests.conftest import STUDIES
 

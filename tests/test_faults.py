@@ -129,7 +129,7 @@ def test_consecutive_failures_stop_the_worker_with_exit_3(sqlite_url):
 
 def test_only_errors_in_a_row_count_as_consecutive_failures():
     """A trained trial resets the count; a trial refused by study.max_trials neither counts nor resets."""
-    from hpo.config import load_config
+    from hpo.api import load_config
     from hpo.run import Signals, _StudyRun
 
     run = _StudyRun(load_config(TINY, ["study.max_consecutive_failures=3"]), Signals())

@@ -12,7 +12,8 @@ import optuna  # noqa: E402
 import pytest  # noqa: E402
 
 from hpo import models, space  # noqa: E402
-from hpo.config import load_config, parse_config  # noqa: E402
+from hpo.api import load_config  # noqa: E402
+from hpo.config import parse_config  # noqa: E402
 from hpo.data import prepare  # noqa: E402
 from hpo.errors import ConfigError  # noqa: E402
 from hpo.models.inception import ConvBlock, DownsampleBlock, InceptionBlock, build_inception  # noqa: E402

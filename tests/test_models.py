@@ -82,7 +82,8 @@ def test_parameter_count_without_building_equals_keras_count() -> None:
     import optuna
 
     from hpo import space
-    from hpo.config import load_config, parse_config
+    from hpo.api import load_config
+    from hpo.config import parse_config
     from hpo.models import count_params
     from tests.conftest import STUDIES
 

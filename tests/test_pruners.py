@@ -8,7 +8,7 @@ import pytest
 from optuna.trial import TrialState, create_trial
 
 from hpo.callbacks import TargetPruning, not_reached_cost
-from hpo.pruners import EpochCap
+from hpo.search import EpochCap
 
 MAX_EPOCHS = 15
 TARGET = 0.88

@@ -18,17 +18,17 @@ import pytest
 from optuna.artifacts import FileSystemArtifactStore, get_all_artifact_meta
 from optuna.trial import TrialState
 
-from hpo.config import load_config
+from hpo.api import load_config
 from hpo.report import (
     BASE_COLUMNS,
     counts,
     epochs_vs_params,
     optimization_history,
-    study_info,
     trials_frame,
     write_report,
 )
-from hpo.storage import make_storage, open_study
+from hpo.storage import make_storage
+from hpo.study import open_study, study_info
 from tests.conftest import STUDIES, run_cli
 
 N_TRIALS = 4

@@ -1,0 +1,152 @@
+"""Opening a study: create it or join it by name, the settings stored on it, its note.
+
+A study hpo made holds, in its user attribute ``hpo``, the settings its costs depend on
+(``identity``: monitor, target, max_epochs, checks per epoch, dataset), its data settings and
+the study file's tables after overrides (``config``).  Resuming with other settings is refused,
+reading commands find the objective there, and ``confirm`` rebuilds the study from it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from typing import Any
+
+import optuna
+from optuna.distributions import check_distribution_compatibility
+
+from hpo.config import StudyConfig, parse_config
+from hpo.errors import HpoError, StudyMismatchError
+from hpo.note import save_study_note
+from hpo.search import make_pruner, make_sampler
+from hpo.space import distributions
+
+__all__ = [
+    "STUDY_ATTR",
+    "StudyInfo",
+    "enqueue_warm_start",
+    "load_study",
+    "open_study",
+    "save_note",
+    "stored_config",
+    "study_info",
+]
+
+STUDY_ATTR = "hpo"  # study user attr holding the settings costs depend on
+
+
+class StudyInfo(dict):
+    """What the report needs to know about the objective: monitor, target, max_epochs, dataset,
+    data, confirm_seeds."""
+
+
+def load_study(name: str, storage: optuna.storages.BaseStorage) -> optuna.Study:
+    """Load a study by name; an unknown name is one line listing the names that exist."""
+    try:
+        return optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        names = sorted(s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False))
+        known = ", ".join(names) if names else "none"
+        raise HpoError(f"no study named {name!r} in this storage; studies: {known}") from None
+
+
+def study_info(study: optuna.Study) -> StudyInfo:
+    """The objective settings hpo stored on the study (``user_attrs["hpo"]``)."""
+    attr = study.user_attrs.get(STUDY_ATTR)
+    if not isinstance(attr, dict) or "identity" not in attr:
+        raise HpoError(f"study {study.study_name!r} was not created by hpo (it has no {STUDY_ATTR!r} user attribute)")
+    ident = attr["identity"]
+    data = dict(attr.get("data") or {"dataset": ident.get("data.dataset", "fashion_mnist")})
+    return StudyInfo(
+        monitor=ident["objective.monitor"],
+        target=float(ident["objective.target"]),
+        max_epochs=int(ident["objective.max_epochs"]),
+        dataset=ident.get("data.dataset", data.get("dataset")),
+        data=data,
+        confirm_seeds=int(((attr.get("config") or {}).get("study") or {}).get("confirm_seeds", 3)),
+    )
+
+
+def open_study(cfg: StudyConfig, storage: optuna.storages.BaseStorage, study_name: str | None = None) -> optuna.Study:
+    """Create the study or join it by name; refuse to resume one whose costs mean something else.
+
+    Nothing is written when the study exists and does not match.
+    """
+    name = study_name or cfg.study.name
+    sampler, pruner = make_sampler(cfg), make_pruner(cfg)
+    identity = cfg.identity()
+    try:
+        study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
+    except KeyError:
+        study = None
+    if study is not None:
+        if study.directions != [optuna.study.StudyDirection.MINIMIZE]:
+            raise StudyMismatchError(f"study {name!r} exists and is not a minimize study: choose another --study-name")
+        stored = study.user_attrs.get(STUDY_ATTR, {}).get("identity", {})
+        for key, value in identity.items():
+            if key in stored and stored[key] != value:
+                raise StudyMismatchError(
+                    f"{cfg.source}: {key}: study {name!r} was run with {stored[key]!r}, not {value!r}; "
+                    "costs under different settings cannot be compared: use another --study-name"
+                )
+        _check_space(cfg, study, distributions(cfg))
+        return study
+    study = optuna.create_study(
+        storage=storage, study_name=name, direction="minimize", sampler=sampler, pruner=pruner, load_if_exists=True
+    )
+    if STUDY_ATTR not in study.user_attrs:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                study.set_metric_names(["epochs_to_target"])
+            study.set_user_attr(
+                STUDY_ATTR,
+                {"identity": identity, "source": cfg.source, "data": dataclasses.asdict(cfg.data), "config": cfg.raw},
+            )
+        except Exception:  # another worker created the same study at the same instant and wrote them first
+            if STUDY_ATTR not in optuna.load_study(study_name=name, storage=storage).user_attrs:
+                raise
+        else:
+            enqueue_warm_start(study, cfg)
+            save_note(study, cfg)
+    return study
+
+
+def enqueue_warm_start(study: optuna.Study, cfg: StudyConfig) -> None:
+    """``study.enqueue``: the configurations the study starts with (checked by hpo.search.check_config)."""
+    searched = distributions(cfg)
+    for i, params in enumerate(cfg.study.enqueue):  # names the space fixes are not Optuna parameters
+        study.enqueue_trial({k: v for k, v in params.items() if k in searched}, user_attrs={"warm_start": i})
+
+
+def save_note(study: optuna.Study, cfg: StudyConfig, answer: Any = None) -> None:
+    """The study's markdown note for optuna-dashboard; a note that cannot be saved is a warning."""
+    try:
+        save_study_note(study, cfg, answer)
+    except Exception as e:  # noqa: BLE001 - a note is never worth a study
+        warnings.warn(f"study {study.study_name!r}: note not saved: {type(e).__name__}: {e}", stacklevel=2)
+
+
+def _check_space(cfg: StudyConfig, study: optuna.Study, new: dict[str, Any]) -> None:
+    """A categorical parameter must keep its choices across runs of one study (Optuna's rule)."""
+    seen: set[str] = set()
+    for trial in study.get_trials(deepcopy=False):
+        for name, old in trial.distributions.items():
+            if name in seen or name not in new:
+                continue
+            seen.add(name)
+            try:
+                check_distribution_compatibility(old, new[name])
+            except ValueError:
+                raise StudyMismatchError(
+                    f"{cfg.source}: parameter {name!r} of study {study.study_name!r} was searched as {old}, "
+                    f"now {new[name]}; Optuna cannot mix them: use another --study-name"
+                ) from None
+
+
+def stored_config(study: optuna.Study) -> StudyConfig:
+    """The study file a study was made from, rebuilt from the tables stored on it."""
+    stored = study.user_attrs.get(STUDY_ATTR) or {}
+    if not stored.get("config"):
+        raise HpoError(f"study {study.study_name!r} stores no study file (made by an older hpo): pass --study-file FILE")
+    return parse_config(stored["config"], source=f"study {study.study_name!r}", default_name=study.study_name)
