@@ -1,3 +1,3 @@
-from hpo.run import cli
+from hpo.cli import cli
 
 cli()

@@ -7,13 +7,17 @@ returning to the caller.
 from __future__ import annotations
 
 import copy
+import dataclasses
+import json
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from hpo.config import StudyConfig, apply_overrides, parse_config, read_config
+from hpo.errors import EXIT_FAILURES, EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED, HpoError
 
-__all__ = ["load_config"]
+__all__ = ["load_config", "optimize", "report"]
 
 
 def load_config(source: str | Path | Mapping[str, Any] | StudyConfig, overrides: Sequence[str] = ()) -> StudyConfig:
@@ -30,3 +34,111 @@ def load_config(source: str | Path | Mapping[str, Any] | StudyConfig, overrides:
         name = str((raw.get("study") or {}).get("name", "hpo")) if isinstance(raw.get("study"), Mapping) else "hpo"
         return check_config(parse_config(raw, source="<dict>", default_name=name, overridden=overridden))
     return check_config(read_config(source, overrides))
+
+
+def optimize(
+    cfg: StudyConfig | str | Path | Mapping[str, Any],
+    *,
+    storage: str | None = None,
+    study_name: str | None = None,
+    n_trials: int | None = None,
+    timeout: float | None = None,
+    artifact_dir: str | Path | None = None,
+    artifacts: bool = True,
+    workers: int = 1,
+    progress: bool = True,
+) -> Any:
+    """Run trials of a study as ``python -m hpo.run study`` does and return the
+    :class:`optuna.Study`.
+
+    ``storage`` is a URL (default ``$HPO_STORAGE``, else ``sqlite:///studies/hpo.db``);
+    ``n_trials`` and ``timeout`` default to the study file's.  With ``study.recycle_after`` > 0
+    (the default) or ``workers`` > 1 the trials run in worker processes that this call starts
+    and waits for, so the caller's memory does not grow with the trials; with
+    ``recycle_after = 0`` and one worker they run in this process.  Ctrl-C stops the workers as
+    it stops the command (the running trial is re-queued) and raises :class:`KeyboardInterrupt`.
+    """
+    import optuna
+
+    from hpo.launch import run_workers
+    from hpo.storage import make_storage, resolve_url
+    from hpo.worker import WorkerSpec, check_spec, handling_signals, run_worker
+
+    cfg = load_config(cfg)
+    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+        raise HpoError(f"optimize(workers=...): must be a whole number >= 1, but got {workers!r}")
+    url = resolve_url(storage)
+    spec = WorkerSpec(
+        study_name=study_name,
+        n_trials=n_trials,
+        timeout=timeout,
+        artifacts=artifacts,
+        artifact_dir=None if artifact_dir is None else str(Path(artifact_dir).absolute()),
+        progress=progress,
+    )
+    check_spec(spec)
+    if workers == 1 and not cfg.study.recycle_after:
+        with handling_signals() as signals:
+            result = run_worker(cfg, url, spec, signals)
+        code, name = result.code, result.study_name
+    else:
+        with tempfile.TemporaryDirectory(prefix="hpo-study-") as tmp:
+            path = Path(tmp) / "study.json"  # what the worker processes read: the config as given
+            path.write_text(json.dumps(dict(cfg.raw)), encoding="utf-8")
+            spec = dataclasses.replace(spec, study_file=str(path))
+            code, name = run_workers(cfg, url, spec, workers, quiet_start=workers == 1)
+    if code in (EXIT_INTERRUPTED, EXIT_TERMINATED):
+        raise KeyboardInterrupt
+    if code == EXIT_FAILURES:
+        raise HpoError(f"study {name!r} stopped: study.max_consecutive_failures trials in a row failed (see above)")
+    if code != EXIT_OK:
+        raise HpoError(f"study {name!r}: a worker stopped on an error (see above)")
+    return optuna.load_study(study_name=name, storage=make_storage(url))
+
+
+def report(
+    study_name: str,
+    *,
+    storage: str | None = None,
+    out: str | Path | None = None,
+    artifact_dir: str | Path | None = None,
+    top: int = 4,
+) -> dict[str, Any]:
+    """Write ``trials.csv``, ``summary.md`` and the figures of a study into ``out`` (default
+    ``reports/STUDY_NAME``), as ``python -m hpo.run report`` does; the study's artifacts (for
+    the best model's test accuracy) are found where the study records them.  Returns what was
+    written: ``out``, ``rows``, ``figures`` and ``test`` (accuracy and how, or None and why not)."""
+    from hpo.folders import check_folder
+    from hpo.report import write_report
+    from hpo.storage import existing_sqlite, make_storage, resolve_url
+    from hpo.study import load_study, study_info
+
+    folder = Path(out) if out is not None else Path("reports") / study_name
+    check_folder(folder, "--out")
+    url = existing_sqlite(resolve_url(storage))
+    study = load_study(study_name, make_storage(url))
+    study_info(study)  # not an hpo study: one line, before anything is written
+    store = _artifact_store(study, url, artifact_dir)
+    if store is not None:  # the best model's test accuracy needs Keras
+        from hpo.quiet import import_tensorflow
+
+        import_tensorflow()
+    done = write_report(study, folder, artifact_store=store, top=top)
+    return {"out": folder, **done}
+
+
+def _artifact_store(study: Any, url: str, given: str | Path | None) -> Any:
+    """The study's artifact store for reading; None when its folder is missing (one warning line)."""
+    import sys
+
+    from hpo.study import artifact_folder, check_artifact_folder
+
+    folder = artifact_folder(url, given, study=study)
+    if folder.is_dir():
+        from optuna.artifacts import FileSystemArtifactStore
+
+        return FileSystemArtifactStore(str(folder))
+    problem = f"--artifact-dir {str(given)!r} is no folder: no test accuracy" if given else check_artifact_folder(study, folder)
+    if problem is not None:
+        print(f"hpo: warning: {problem}", file=sys.stderr, flush=True)
+    return None

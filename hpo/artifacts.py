@@ -30,7 +30,6 @@ from hpo.config import StudyConfig
 from hpo.errors import ConfigError
 
 __all__ = [
-    "DEFAULT_ARTIFACT_DIR",
     "ArtifactFolder",
     "ArtifactWarning",
     "ArtifactWriter",
@@ -38,8 +37,6 @@ __all__ = [
     "tensorboard_factory",
     "writable",
 ]
-
-DEFAULT_ARTIFACT_DIR = "studies/artifacts"
 
 
 class ArtifactWarning(UserWarning):
@@ -89,9 +86,9 @@ class _Staged:
         self.folder.remove(artifact_id)
 
 
-def make_artifact_store(path: str | Path | None) -> ArtifactFolder:
-    """A file-system artifact store at ``path`` (default ``studies/artifacts``), created if missing."""
-    folder = Path(path or DEFAULT_ARTIFACT_DIR)
+def make_artifact_store(path: str | Path) -> ArtifactFolder:
+    """A file-system artifact store at ``path``, created if missing."""
+    folder = Path(path)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:

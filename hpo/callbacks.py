@@ -1,4 +1,4 @@
-"""The pruning-plus-target callback.
+"""The pruning-plus-target callback, for hpo's objective and for anyone's Optuna + Keras one.
 
 Every epoch it reports the trial's cost *in the objective's own unit* (what the trial would
 cost if it ended now), stops training as soon as the monitored metric reaches the target, and
@@ -14,38 +14,65 @@ from typing import Any
 import keras
 import optuna
 
-from hpo.config import MONITORS
 from hpo.errors import MonitorError
 
-__all__ = ["TargetPruning", "cost", "not_reached_cost"]
+__all__ = ["MODES", "TargetPruning", "cost", "infer_mode", "not_reached_cost"]
+
+MODES = ("max", "min")
+# Metric names (as Keras logs them, without "val_") whose direction ``mode="auto"`` knows.
+_HIGHER = ("acc", "auc", "precision", "recall", "f1", "iou", "r2")
+_LOWER = ("loss", "error", "mae", "mse", "mape", "msle", "hinge", "crossentropy", "divergence")
+ALIASES = {"val_acc": "val_accuracy", "acc": "accuracy"}  # Keras 3 logs "accuracy"
 
 
-def not_reached_cost(max_epochs: int, target: float, best: float) -> float:
-    """Cost of a trial that has not reached the target: ``max_epochs + 1 + (target - best)``.
+def infer_mode(monitor: str) -> str | None:
+    """``"max"`` or ``"min"`` for a metric name Keras logs, None when the name does not tell."""
+    name = monitor.lower()
+    if any(k in name for k in _LOWER):
+        return "min"
+    if any(k in name for k in _HIGHER):
+        return "max"
+    return None
+
+
+def _gap(target: float, best: float, mode: str) -> float:
+    if not math.isfinite(best):
+        return abs(target)
+    return max(0.0, target - best) if mode == "max" else max(0.0, best - target)
+
+
+def not_reached_cost(max_epochs: int, target: float, best: float, mode: str = "max") -> float:
+    """Cost of a trial that has not reached the target: ``max_epochs + 1 + gap``, the gap
+    between the target and the best value logged (``|target|`` when none was finite).
 
     Always above ``max_epochs``, so any trial that reached the target is cheaper; among those
     that did not, the one that came closer is cheaper.
     """
-    if not math.isfinite(best):
-        best = 0.0
-    return max_epochs + 1 + (target - best)
+    return max_epochs + 1 + _gap(target, best, mode)
 
 
-def cost(max_epochs: int, target: float, best: float, epochs_to_target: float | None) -> float:
+def cost(max_epochs: int, target: float, best: float, epochs_to_target: float | None, mode: str = "max") -> float:
     """The objective: ``epochs_to_target`` when reached, else :func:`not_reached_cost`."""
     if epochs_to_target is not None:
         return float(epochs_to_target)
-    return not_reached_cost(max_epochs, target, best)
+    return not_reached_cost(max_epochs, target, best, mode)
 
 
 class TargetPruning(keras.callbacks.Callback):
     """Report to Optuna each epoch; stop at the target; prune otherwise if the pruner says so.
 
+    ``monitor`` is any metric Keras logs (``val_accuracy``, ``val_loss``, ``val_auc``, ...) and
+    ``mode`` says which way is better: ``"max"`` (reached when the value is >= ``target``),
+    ``"min"`` (<= ``target``), or ``"auto"`` (from the name: losses and errors ``min``,
+    accuracies, AUC, precision, recall ``max``; other names need ``mode``).  Training stops at
+    the target, or after ``max_epochs`` epochs whatever ``fit(epochs=...)`` asked for.
+
     Order within an epoch: report the cost, then the target check (which wins), then
     ``trial.should_prune()`` -> :class:`optuna.TrialPruned`.  A NaN or infinite loss stops
     training with ``stop_reason = "nan"``.  After training, :attr:`stop_reason`,
     :attr:`epochs_to_target`, :attr:`best`, :attr:`last_cost` and :attr:`history` (Keras'
-    logs per epoch, plus ``epoch`` and ``epoch_seconds``) describe what happened.
+    logs per epoch, plus ``epoch`` and ``epoch_seconds``) describe what happened; the
+    objective's value is :attr:`last_cost`.
 
     ``prune=False`` never asks the pruner (repeats that confirm an answer run to the target or
     to ``max_epochs``); ``stop_after`` stops a run that has not reached the target after that
@@ -67,29 +94,45 @@ class TargetPruning(keras.callbacks.Callback):
         max_epochs: int = 15,
         epoch_fraction: float = 1.0,
         *,
+        mode: str = "auto",
         prune: bool = True,
         stop_after: float | None = None,
+        setting: str | None = None,
     ):
         super().__init__()
+        where = setting or "TargetPruning"
+        if not isinstance(monitor, str) or not monitor:
+            raise ValueError(
+                f"{where}: monitor must be the name of a metric Keras logs, e.g. 'val_accuracy', but got {monitor!r}"
+            )
+        monitor = ALIASES.get(monitor, monitor)
+        if mode == "auto":
+            mode = infer_mode(monitor)
+            if mode is None:
+                raise ValueError(f"{where}: cannot tell whether {monitor!r} should go up or down: pass mode='max' or mode='min'")
+        if mode not in MODES:
+            raise ValueError(f"{where}: mode must be 'max', 'min' or 'auto', but got {mode!r}")
+        if isinstance(target, bool) or not isinstance(target, (int, float)) or not math.isfinite(target):
+            raise ValueError(f"{where}: target must be a finite number, but got {target!r}")
+        if infer_mode(monitor) == "max" and "acc" in monitor and not 0 < target <= 1:
+            raise ValueError(f"{where}: an accuracy target must be in (0, 1], but got target={target!r}")
+        if isinstance(max_epochs, bool) or not isinstance(max_epochs, int) or max_epochs < 1:
+            raise ValueError(f"{where}: max_epochs must be a whole number >= 1, but got max_epochs={max_epochs!r}")
         if not 0 < epoch_fraction <= 1:
-            raise ValueError(f"epoch_fraction must be in (0, 1], but got {epoch_fraction=}.")
-        if monitor not in MONITORS:
-            raise ValueError(f"monitor must be one of {', '.join(MONITORS)}, but got {monitor=}.")
-        if not 0 < target <= 1:
-            raise ValueError(f"target must be in (0, 1], but got {target=}.")
-        if max_epochs < 1:
-            raise ValueError(f"max_epochs must be >= 1, but got {max_epochs=}.")
+            raise ValueError(f"{where}: epoch_fraction must be in (0, 1], but got epoch_fraction={epoch_fraction!r}")
         self.trial = trial
-        self.monitor = MONITORS[monitor]
+        self.monitor = monitor
+        self.mode = mode
         self.target = float(target)
         self.max_epochs = int(max_epochs)
         self.epoch_fraction = float(epoch_fraction)
         self.prune = prune  # False: never ask the pruner (a confirmation repeat)
         self.stop_after = stop_after  # epochs after which a run that missed the target is dropped
+        self.setting = setting  # what the user set the monitor with, for error messages
         self._reset()
 
     def _reset(self) -> None:
-        self.best = -math.inf
+        self.best = -math.inf if self.mode == "max" else math.inf
         self.epochs_to_target: float | None = None
         self.stop_reason: str | None = None
         self.last_cost: float | None = None
@@ -107,9 +150,14 @@ class TargetPruning(keras.callbacks.Callback):
         for key in (self.monitor, self.monitor.replace("accuracy", "acc")):
             if key in logs:
                 return float(logs[key])
-        raise MonitorError(
-            f"objective.monitor: {self.monitor!r} is not among the metrics Keras logged ({', '.join(sorted(logs)) or 'none'})"
-        )
+        what = f"{self.setting}: {self.monitor!r}" if self.setting else f"TargetPruning(monitor={self.monitor!r})"
+        raise MonitorError(f"{what} is not among the metrics Keras logged ({', '.join(sorted(logs)) or 'none'})")
+
+    def reached(self, value: float) -> bool:
+        return value >= self.target if self.mode == "max" else value <= self.target
+
+    def _cost(self, epochs_to_target: float | None) -> float:
+        return cost(self.max_epochs, self.target, self.best, epochs_to_target, self.mode)
 
     def epochs_after(self, epoch: int) -> float:
         """Epochs of training data seen after Keras epoch ``epoch`` (0-based) ends."""
@@ -129,13 +177,13 @@ class TargetPruning(keras.callbacks.Callback):
         loss = float(logs.get("loss", math.nan))
         if not math.isfinite(loss) or not math.isfinite(value):
             self.stop_reason = "nan"
-            self.last_cost = not_reached_cost(self.max_epochs, self.target, self.best)
+            self.last_cost = self._cost(None)
             self.trial.report(self.last_cost, step=epoch)
             self.model.stop_training = True
             return
-        self.best = max(self.best, value)
-        reached = value >= self.target
-        self.last_cost = cost(self.max_epochs, self.target, self.best, self.epochs_run if reached else None)
+        self.best = max(self.best, value) if self.mode == "max" else min(self.best, value)
+        reached = self.reached(value)
+        self.last_cost = self._cost(self.epochs_run if reached else None)
         self.trial.report(self.last_cost, step=epoch)
         if reached:
             self.epochs_to_target = self.epochs_run
@@ -149,8 +197,12 @@ class TargetPruning(keras.callbacks.Callback):
             capped = getattr(getattr(getattr(self.trial, "study", None), "pruner", None), "capped", ())
             self.stop_reason = "capped" if self.trial.number in capped else "pruned"
             raise optuna.TrialPruned(
-                f"{self.stop_reason} after epoch {self.epochs_run:g}: {self.monitor} {value:.4f} < {self.target}"
+                f"{self.stop_reason} after epoch {self.epochs_run:g}: {self.monitor} {value:.4f} "
+                f"{'<' if self.mode == 'max' else '>'} {self.target}"
             )
+        if self.epochs_run >= self.max_epochs - 1e-9:  # whatever fit(epochs=...) asked for
+            self.stop_reason = "max_epochs"
+            self.model.stop_training = True
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         if self.stop_reason is None:

@@ -50,3 +50,12 @@ class MonitorError(HpoError):
 
 class TrialFailed(Exception):
     """One trial failed (not the study): the trial is stored as FAIL and the study goes on."""
+
+
+# Exit codes of every command (the README lists them).
+EXIT_OK = 0
+EXIT_FAILED = 1  # a worker stopped on an unexpected error
+EXIT_USAGE = 2  # bad input: one line on stderr, nothing stored changed
+EXIT_FAILURES = 3  # a worker stopped after study.max_consecutive_failures failed trials in a row
+EXIT_INTERRUPTED = 130  # Ctrl-C
+EXIT_TERMINATED = 143  # SIGTERM

@@ -212,7 +212,15 @@ class Objective:
         repeat = trial.user_attrs.get("repeat_of") is not None
         budget = self._repeat_budget(trial, schedule.fraction) if repeat else None
         cb = TargetPruning(
-            trial, obj.monitor, obj.target, obj.max_epochs, schedule.fraction, prune=not repeat, stop_after=budget or None
+            trial,
+            obj.monitor,
+            obj.target,
+            obj.max_epochs,
+            schedule.fraction,
+            mode="max",
+            prune=not repeat,
+            stop_after=budget or None,
+            setting="objective.monitor",
         )
         started = time.perf_counter()
         model = None

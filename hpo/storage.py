@@ -293,3 +293,12 @@ def requeue_trial(study: optuna.Study, storage: Any, trial: optuna.trial.FrozenT
         retry(study, copy.deepcopy(trial))
     waiting = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))
     return any(t.system_attrs.get("retry_history", [])[-1:] == [trial.number] for t in waiting)
+
+
+def existing_sqlite(url: str) -> str:
+    """Reading commands must not create an empty SQLite file where a typo pointed."""
+    if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+        path = Path(url[len("sqlite:///") :])
+        if not path.is_file():
+            raise StorageError(f"no SQLite file {str(path)!r} (storage {url}): run a study first or check --storage")
+    return url

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -33,6 +34,8 @@ __all__ = [
 ]
 
 STUDY_ATTR = "hpo"  # study user attr holding the settings costs depend on
+ARTIFACT_DIR_KEY = "artifact_dir"  # in STUDY_ATTR: the absolute folder of the study's artifact store
+DEFAULT_ARTIFACT_DIR = "studies/artifacts"  # for storages that are no SQLite file
 
 
 class StudyInfo(dict):
@@ -67,8 +70,16 @@ def study_info(study: optuna.Study) -> StudyInfo:
     )
 
 
-def open_study(cfg: StudyConfig, storage: optuna.storages.BaseStorage, study_name: str | None = None) -> optuna.Study:
+def open_study(
+    cfg: StudyConfig,
+    storage: optuna.storages.BaseStorage,
+    study_name: str | None = None,
+    *,
+    artifact_dir: str | Path | None = None,
+) -> optuna.Study:
     """Create the study or join it by name; refuse to resume one whose costs mean something else.
+
+    A new study records ``artifact_dir`` (made absolute), where its artifacts are kept.
 
     Nothing is written when the study exists and does not match.
     """
@@ -101,7 +112,13 @@ def open_study(cfg: StudyConfig, storage: optuna.storages.BaseStorage, study_nam
                 study.set_metric_names(["epochs_to_target"])
             study.set_user_attr(
                 STUDY_ATTR,
-                {"identity": identity, "source": cfg.source, "data": dataclasses.asdict(cfg.data), "config": cfg.raw},
+                {
+                    "identity": identity,
+                    "source": cfg.source,
+                    "data": dataclasses.asdict(cfg.data),
+                    "config": cfg.raw,
+                    **({ARTIFACT_DIR_KEY: str(Path(artifact_dir).absolute())} if artifact_dir is not None else {}),
+                },
             )
         except Exception:  # another worker created the same study at the same instant and wrote them first
             if STUDY_ATTR not in optuna.load_study(study_name=name, storage=storage).user_attrs:
@@ -150,3 +167,42 @@ def stored_config(study: optuna.Study) -> StudyConfig:
     if not stored.get("config"):
         raise HpoError(f"study {study.study_name!r} stores no study file (made by an older hpo): pass --study-file FILE")
     return parse_config(stored["config"], source=f"study {study.study_name!r}", default_name=study.study_name)
+
+
+# --------------------------------------------------------------------------------------------
+# Where a study's artifacts are
+
+
+def default_artifact_folder(url: str) -> Path:
+    """``artifacts`` beside an SQLite file (``studies/artifacts`` for ``studies/hpo.db``), else
+    ``studies/artifacts`` in the current folder; absolute."""
+    if url.startswith("sqlite:///") and ":memory:" not in url:
+        return (Path(url[len("sqlite:///") :]).parent / "artifacts").absolute()
+    return Path(DEFAULT_ARTIFACT_DIR).absolute()
+
+
+def artifact_folder(url: str, given: str | Path | None = None, *, study: optuna.Study | None = None) -> Path:
+    """The artifact folder: ``given`` (``--artifact-dir``), else the one ``study`` records, else
+    the default for ``url`` (a study made before hpo recorded it, or none yet)."""
+    if given:
+        return Path(given).absolute()
+    if study is not None:
+        recorded = (study.user_attrs.get(STUDY_ATTR) or {}).get(ARTIFACT_DIR_KEY)
+        if recorded:
+            return Path(recorded)
+    return default_artifact_folder(url)
+
+
+def has_artifacts(study: optuna.Study) -> bool:
+    """True if some trial of ``study`` has an artifact (Optuna's ``artifacts:`` system attrs)."""
+    return any(k.startswith("artifacts:") for t in study.get_trials(deepcopy=False) for k in t.system_attrs)
+
+
+def check_artifact_folder(study: optuna.Study, folder: Path) -> str | None:
+    """Why ``folder`` cannot serve ``study``'s artifacts (it is missing while trials have some), or None."""
+    if folder.is_dir() or not has_artifacts(study):
+        return None
+    return (
+        f"study {study.study_name!r} keeps its artifacts in {str(folder)!r}, which is missing: "
+        "pass --artifact-dir DIR where they are now"
+    )

@@ -64,6 +64,32 @@ def popen_cli(*args: str, cwd: Path | str = REPO, env: dict[str, str] | None = N
     )
 
 
+def popen_held(gate: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """Like :func:`popen_cli`, but each trial waits at the start of its second epoch until the
+    test creates ``gate/release`` (see ``tests/held_worker.py``)."""
+    gate.mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen(
+        [sys.executable, str(REPO / "tests" / "held_worker.py"), str(gate), *args],
+        cwd=REPO,
+        env=env if env is not None else cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def held_trial(gate: Path, proc: subprocess.Popen, timeout: float = 300) -> int:
+    """The number of the first trial waiting at ``gate`` (RUNNING, its first epoch reported)."""
+
+    def arrived():
+        if proc.poll() is not None:
+            pytest.fail(f"the worker exited with {proc.returncode} before a trial reached the gate: {proc.stderr.read()[-2000:]}")
+        found = sorted(gate.glob("running-*"))
+        return found[0] if found else None
+
+    return int(wait_for(arrived, timeout, "a trial at the gate").name.split("-")[1])
+
+
 def wait_for(predicate, timeout: float, what: str):
     """Poll ``predicate`` until it returns something true (returned), or fail the test."""
     deadline = time.monotonic() + timeout

@@ -170,3 +170,99 @@ def test_sub_epoch_checks_count_fractional_epochs_and_report_check_steps() -> No
     assert trial.storage.get_trial(trial._trial_id).intermediate_values[4] == pytest.approx(not_reached_cost(5, 0.8, 0.79))
     with pytest.raises(ValueError, match="epoch_fraction"):
         TargetPruning(trial, "val_accuracy", 0.8, 5, epoch_fraction=1.5)
+
+
+def test_rejects_bad_arguments_naming_its_own_argument() -> None:
+    trial = optuna.create_study().ask()
+    with pytest.raises(ValueError, match=r"TargetPruning: cannot tell whether 'val_widget'.*mode='max' or mode='min'"):
+        TargetPruning(trial, "val_widget", 0.5, 3)
+    with pytest.raises(ValueError, match="TargetPruning: mode must be"):
+        TargetPruning(trial, "val_loss", 0.5, 3, mode="down")
+    with pytest.raises(ValueError, match="TargetPruning: target must be a finite number"):
+        TargetPruning(trial, "val_loss", math.nan, 3)
+    with pytest.raises(ValueError, match="TargetPruning: max_epochs must be a whole number"):
+        TargetPruning(trial, "val_loss", 0.3, 2.5)
+    assert TargetPruning(trial, "val_loss", 0.3, 3).mode == "min"
+    assert TargetPruning(trial, "val_auc", 0.9, 3).mode == "max"
+    assert TargetPruning(trial, "val_widget", 7.0, 3, mode="max").target == 7.0  # any metric, any scale
+
+
+def test_missing_metric_names_the_callback_argument_not_a_config_key() -> None:
+    _, _, cb = make(prune=False, monitor="val_auc")
+    with pytest.raises(
+        MonitorError, match=r"TargetPruning\(monitor='val_auc'\) is not among the metrics Keras logged \(loss, val_loss\)"
+    ):
+        cb.on_epoch_end(0, {"loss": 0.5, "val_loss": 0.5})
+
+
+def test_min_mode_reports_the_gap_above_the_target() -> None:
+    study = optuna.create_study(direction="minimize", pruner=FixedAnswerPruner(False))
+    trial = study.ask()
+    cb = TargetPruning(trial, "val_loss", 0.3, 3)
+    cb.set_model(keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)]))
+    cb.model.stop_training = False
+    cb.on_train_begin()
+    for epoch, loss in enumerate([0.9, 0.5, 0.4]):
+        cb.on_epoch_end(epoch, {"loss": loss, "val_loss": loss})
+    assert cb.stop_reason == "max_epochs" and cb.epochs_to_target is None and cb.best == 0.4
+    assert cb.last_cost == pytest.approx(3 + 1 + 0.1)  # max_epochs + 1 + (best - target)
+    assert cost(3, 0.3, 0.35, None, "min") < cost(3, 0.3, 0.4, None, "min")
+
+
+def _own_model() -> keras.Model:
+    """A user's own model, compiled their way (not hpo's builders)."""
+    keras.utils.set_random_seed(1)
+    model = keras.Sequential(
+        [keras.Input((28, 28)), keras.layers.Flatten(), keras.layers.Dense(64, activation="relu"), keras.layers.Dense(10)]
+    )
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-3),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    return model
+
+
+def test_val_loss_target_stops_a_users_own_model_at_the_target() -> None:
+    split = prepare(DataSettings(train_size=3000))
+    study = optuna.create_study(direction="minimize", pruner=optuna.pruners.NopPruner())
+    seen: dict[str, object] = {}
+
+    def objective(trial: optuna.Trial) -> float:
+        model = _own_model()
+        cb = TargetPruning(trial, monitor="val_loss", target=0.75, mode="min", max_epochs=10)
+        history = model.fit(
+            split.x_train,
+            split.y_train,
+            validation_data=(split.x_val, split.y_val),
+            epochs=10,
+            batch_size=64,
+            callbacks=[cb],
+            verbose=0,
+        )
+        seen.update(cb=cb, losses=history.history["val_loss"])
+        return cb.last_cost
+
+    study.optimize(objective, n_trials=1)
+    cb, losses = seen["cb"], seen["losses"]
+    assert cb.stop_reason == "target"
+    assert losses[-1] <= 0.75 and all(v > 0.75 for v in losses[:-1])  # stopped at the first epoch at or below
+    assert study.trials[0].value == cb.epochs_to_target == len(losses) < 10
+
+
+def test_max_epochs_is_enforced_whatever_fit_asks_for() -> None:
+    split = prepare(DataSettings(train_size=1000))
+    study = optuna.create_study(direction="minimize", pruner=optuna.pruners.NopPruner())
+    seen: dict[str, object] = {}
+
+    def objective(trial: optuna.Trial) -> float:
+        cb = TargetPruning(trial, "val_accuracy", 0.999, max_epochs=3)
+        history = _own_model().fit(
+            split.x_train, split.y_train, validation_data=(split.x_val, split.y_val), epochs=12, verbose=0, callbacks=[cb]
+        )
+        seen.update(cb=cb, epochs=len(history.history["loss"]))
+        return cb.last_cost
+
+    study.optimize(objective, n_trials=1)
+    assert seen["epochs"] == 3 and seen["cb"].stop_reason == "max_epochs"
+    assert 4 < study.trials[0].value < 5  # never reached: max_epochs + 1 + gap, more than any reached trial

@@ -63,7 +63,7 @@ def test_study_records_every_trial(small_study) -> None:
             assert ua["epochs_to_target"] is None
             assert t.value == pytest.approx(2 + 1 + 0.7 - ua["best_val_accuracy"], abs=1e-4)
             assert t.value > 2
-    assert "trials in" in proc.stdout and "best: trial" in proc.stdout
+    assert "3 trials asked, 3 run in" in proc.stdout and "best: trial" in proc.stdout
 
 
 def test_rerun_adds_trials_and_list_shows_them(small_study) -> None:

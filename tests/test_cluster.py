@@ -21,7 +21,7 @@ from hpo.api import load_config
 from hpo.objective import TRIAL_ATTRS
 from hpo.storage import make_storage
 from hpo.study import open_study
-from tests.conftest import MYSQL_ADMIN_URL, REPO, STUDIES, cli_env, popen_cli, run_cli, wait_for
+from tests.conftest import MYSQL_ADMIN_URL, REPO, STUDIES, cli_env, held_trial, popen_cli, popen_held, run_cli, wait_for
 
 TINY = str(STUDIES / "tiny.toml")
 SECRET = "pw-" + uuid.uuid4().hex[:8]  # a password that must never be printed
@@ -75,7 +75,7 @@ def test_four_workers_share_a_postgresql_study(postgres_url, tmp_path):
     assert SECRET not in out.stdout + out.stderr
     assert "4 worker processes" in out.stdout
     assert all(f"[worker {i}]" in out.stdout for i in range(4))
-    assert "\n20 trials in " in out.stdout  # the command's own summary counts its workers' trials
+    assert "\n20 trials asked, 20 run in " in out.stdout and "in 4 processes" in out.stdout  # one account for all workers
     study = load(url)
     assert_finished_trials(study, 20)
     assert len({t.user_attrs["worker"] for t in study.trials}) == 4  # four processes ran them
@@ -183,12 +183,13 @@ def _running_with_a_report(url: str):
     return running[0] if running and running[0].intermediate_values else None
 
 
-def test_sigkilled_worker_trial_fails_after_grace_period_and_is_retried(postgres_url):
+def test_sigkilled_worker_trial_fails_after_grace_period_and_is_retried(postgres_url, tmp_path):
     hb = ("--set", "study.heartbeat_interval=1", "--set", "study.grace_period=3", "--set", "study.max_retries=1")
-    epochs = ("--set", "objective.max_epochs=6")
+    epochs = ("--set", "objective.max_epochs=2")
     env = cli_env(HPO_STORAGE=postgres_url)
-    victim = popen_cli("study", TINY, "--n-trials", "1", "--no-artifacts", *hb, *epochs, env=env)
-    trial = wait_for(lambda: _running_with_a_report(postgres_url), 300, "a running trial with a report")
+    victim = popen_held(tmp_path / "gate", "study", TINY, "--n-trials", "1", "--no-artifacts", *hb, *epochs, env=env)
+    held_trial(tmp_path / "gate", victim)  # RUNNING, its first epoch reported, waiting
+    trial = _running_with_a_report(postgres_url)
     victim.kill()  # SIGKILL: no clean-up of any kind
     victim.communicate()
     assert victim.returncode == -signal.SIGKILL
@@ -202,7 +203,7 @@ def test_sigkilled_worker_trial_fails_after_grace_period_and_is_retried(postgres
     retry = trials[1]
     assert retry.system_attrs["failed_trial"] == trial.number
     assert retry.params == trial.params
-    assert retry.user_attrs["epochs"] == 6 and retry.user_attrs["stop_reason"] == "max_epochs"
+    assert retry.user_attrs["epochs"] == 2 and retry.user_attrs["stop_reason"] == "max_epochs"
 
 
 DIE_AFTER_ASK = """
@@ -252,16 +253,15 @@ def test_worker_killed_before_its_first_heartbeat_is_failed_and_retried(postgres
         assert trials[1].params == {"units_l0": 16, "learning_rate": 0.005}
 
 
-def test_worker_whose_trial_was_failed_while_it_was_paused_goes_on(postgres_url):
+def test_worker_whose_trial_was_failed_while_it_was_paused_goes_on(postgres_url, tmp_path):
     """A live worker misses its heartbeats (paused, or starved on an overloaded machine) and
     another worker's stale check fails and re-queues its trial: the worker says so in one line
     and goes on with its next trial, instead of dying on Optuna's "Cannot tell a FAIL trial"."""
     hb = ("--set", "study.heartbeat_interval=1", "--set", "study.grace_period=3", "--set", "study.max_retries=1")
-    # 30 epochs (the target is out of reach) keep a trial running for seconds even on a quiet
-    # machine, so that the watcher below sees it RUNNING with a report before it ends.
-    args = ("--n-trials", "2", "--no-artifacts", "--no-progress", *hb, "--set", "objective.max_epochs=30")
+    # The trial waits at the gate (tests/held_worker.py) in its second epoch until released.
+    args = ("--n-trials", "2", "--no-artifacts", "--no-progress", *hb, "--set", "objective.max_epochs=2")
     # One storage for watching and for the stale check (not one connection pool per look).
-    cfg = load_config(TINY, ["objective.max_epochs=30"])
+    cfg = load_config(TINY, ["objective.max_epochs=2"])
     storage = make_storage(postgres_url, heartbeat_interval=1, grace_period=3, max_retry=1)
     study = open_study(cfg, storage)
 
@@ -269,9 +269,11 @@ def test_worker_whose_trial_was_failed_while_it_was_paused_goes_on(postgres_url)
         running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
         return running[0] if running and running[0].intermediate_values else None
 
-    worker = popen_cli("study", TINY, *args, env=cli_env(HPO_STORAGE=postgres_url))
+    gate = tmp_path / "gate"
+    worker = popen_held(gate, "study", TINY, *args, env=cli_env(HPO_STORAGE=postgres_url))
     try:
-        trial = wait_for(running_with_a_report, 300, "a running trial with a report")
+        held_trial(gate, worker)
+        trial = running_with_a_report()
         os.kill(worker.pid, signal.SIGSTOP)
         time.sleep(5)  # > grace period: the trial looks dead
         with warnings.catch_warnings():
@@ -280,6 +282,7 @@ def test_worker_whose_trial_was_failed_while_it_was_paused_goes_on(postgres_url)
         assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.WAITING]
     finally:
         os.kill(worker.pid, signal.SIGCONT)
+        (gate / "release").touch()  # the trial goes on training, and finds itself failed
     stdout, stderr = worker.communicate(timeout=600)
     assert worker.returncode == 0, stderr[-3000:]
     assert f"trial {trial.number} was marked FAIL by another worker" in stderr
@@ -288,7 +291,7 @@ def test_worker_whose_trial_was_failed_while_it_was_paused_goes_on(postgres_url)
     storage.engine.dispose()
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]  # the worker ran the retry itself
     assert trials[1].system_attrs["failed_trial"] == trial.number
-    assert "2 trials in " in stdout
+    assert "trials asked, 2 run in " in stdout  # the lost trial and its retry
 
 
 # --------------------------------------------------------------------------------------------
@@ -448,21 +451,33 @@ def test_password_hidden_in_log_lines():
     assert out.stderr.count("hpo:***@db.example.org/hpo") == 2
 
 
-def test_database_lost_mid_study_is_one_line_exit_1(postgres_url):
+def test_database_lost_mid_study_is_one_line_exit_1(postgres_url, tmp_path):
     """The database disappears while a trial trains: one line, no traceback, no password."""
     import sqlalchemy
 
     from tests.conftest import PG_ADMIN_URL
 
     url = with_password(postgres_url)
-    proc = popen_cli(
-        "study", TINY, "--storage", url, "--n-trials", "2", "--no-progress", "--no-artifacts", "--set", "objective.max_epochs=30"
+    gate = tmp_path / "gate"
+    proc = popen_held(
+        gate,
+        "study",
+        TINY,
+        "--storage",
+        url,
+        "--n-trials",
+        "2",
+        "--no-progress",
+        "--no-artifacts",
+        "--set",
+        "objective.max_epochs=3",
     )
-    wait_for(lambda: _running_with_a_report(postgres_url), 300, "a running trial with a report")
+    held_trial(gate, proc)
     admin = sqlalchemy.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as c:
         c.execute(sqlalchemy.text(f'DROP DATABASE "{postgres_url.rsplit("/", 1)[1]}" WITH (FORCE)'))
     admin.dispose()
+    (gate / "release").touch()
     stdout, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 1, stderr[-2000:]
     assert SECRET not in stdout + stderr

@@ -6,7 +6,7 @@ import pytest
 
 from hpo.api import load_config
 from hpo.errors import ConfigError
-from hpo.run import _shares
+from hpo.launch import shares as _shares
 from tests.conftest import STUDIES, run_cli
 
 TINY = STUDIES / "tiny.toml"

@@ -16,7 +16,7 @@ import urllib.request
 
 import pytest
 
-from tests.conftest import REPO, STUDIES, cli_env, run_cli
+from tests.conftest import STUDIES, cli_env, run_cli
 
 CHROMIUM = os.environ.get("HPO_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -65,20 +65,24 @@ def _wait_for(url: str, proc: subprocess.Popen, seconds: float = 60) -> None:
 
 @pytest.fixture(scope="module")
 def dashboard(tmp_path_factory: pytest.TempPathFactory):
-    """A 2-trial study with artifacts, served by ``hpo.run dashboard`` on a free port."""
+    """A 2-trial study with artifacts (in the default folder, beside the SQLite file), served by
+    ``hpo.run dashboard`` on a free port, started from another folder without --artifact-dir:
+    it finds the artifacts where the study records them."""
     tmp_path = tmp_path_factory.mktemp("dashboard")
     url = f"sqlite:///{tmp_path / 'd.db'}"
-    art = tmp_path / "art"
+    art = tmp_path / "artifacts"
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
     proc = run_cli(
         "study", str(STUDIES / "quickstart.toml"), "--storage", url, "--study-name", "browse", "--n-trials", "2",
-        "--artifact-dir", str(art), "--no-progress",
+        "--no-progress",
         "--set", "data.train_size=500", "--set", "objective.max_epochs=1", "--set", "space.dense.layers=1",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
+    assert len(list(art.iterdir())) >= 6  # two trials' curves, histories
     port = _free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "hpo.run", "dashboard", "--storage", url, "--artifact-dir", str(art), "--port", str(port)],
-        cwd=REPO,
+        [sys.executable, "-m", "hpo.run", "dashboard", "--storage", url, "--port", str(port)],
+        cwd=elsewhere,
         env=cli_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -136,3 +140,13 @@ def test_dashboard_port_taken_is_one_line(dashboard):
     assert proc.stderr.strip().splitlines() == [
         f"hpo: error: cannot listen on 127.0.0.1:{dashboard['port']}: Address already in use"
     ]
+
+
+def test_dashboard_with_a_missing_artifact_dir_is_one_line_and_creates_nothing(dashboard, tmp_path):
+    missing = tmp_path / "no" / "such"
+    proc = run_cli(
+        "dashboard", "--storage", dashboard["url"], "--artifact-dir", str(missing), "--port", str(_free_port()), timeout=60
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [f"hpo: error: --artifact-dir: no folder {str(missing)!r}"]
+    assert not (tmp_path / "no").exists()

@@ -22,7 +22,7 @@ import pytest
 from optuna.trial import TrialState
 
 from hpo.errors import TrialFailed
-from tests.conftest import STUDIES, popen_cli, run_cli, wait_for
+from tests.conftest import STUDIES, held_trial, popen_cli, popen_held, run_cli
 
 TINY = str(STUDIES / "tiny.toml")  # 600 Fashion-MNIST images, target 0.99 (out of reach), 2 epochs
 DIGITS = ("--set", "data.dataset=digits", "--no-progress")  # 8x8 images: 64 inputs
@@ -130,7 +130,7 @@ def test_consecutive_failures_stop_the_worker_with_exit_3(sqlite_url):
 def test_only_errors_in_a_row_count_as_consecutive_failures():
     """A trained trial resets the count; a trial refused by study.max_trials neither counts nor resets."""
     from hpo.api import load_config
-    from hpo.run import Signals, _StudyRun
+    from hpo.worker import Signals, _StudyRun
 
     run = _StudyRun(load_config(TINY, ["study.max_consecutive_failures=3"]), Signals())
     script = iter(["error", "error", "ok", "error", "max_trials", "error", "error", "ok"])
@@ -155,7 +155,7 @@ def test_only_errors_in_a_row_count_as_consecutive_failures():
 
 
 def test_signals_wait_while_held_and_only_the_first_counts():
-    from hpo.run import Signals
+    from hpo.worker import Signals
 
     held = Signals()
     held.hold = True
@@ -183,14 +183,15 @@ def _running_with_a_report(storage):
     [(signal.SIGINT, 130, "sqlite_url"), (signal.SIGTERM, 143, "postgres_url")],  # each signal, each kind of storage
     ids=["SIGINT-sqlite", "SIGTERM-postgres"],
 )
-def test_signal_fails_the_running_trial_requeues_it_and_the_same_command_continues(signum, code, server, request):
+def test_signal_fails_the_running_trial_requeues_it_and_the_same_command_continues(signum, code, server, request, tmp_path):
     url = request.getfixturevalue(server)
     storage = storage_of(url)
     command = ["study", TINY, "--storage", url, "--n-trials", "1", "--no-progress", "--no-artifacts"]
-    command += ["--set", "objective.max_epochs=12"]
-    proc = popen_cli(*command)
+    command += ["--set", "objective.max_epochs=3"]
+    proc = popen_held(tmp_path / "gate", *command)  # its trial waits in epoch 2 until released
     try:
-        trial = wait_for(lambda: _running_with_a_report(storage), 300, "a running trial with a report")
+        number = held_trial(tmp_path / "gate", proc)
+        assert _running_with_a_report(storage).number == number
         sent = time.monotonic()
         proc.send_signal(signum)
         _, stderr = proc.communicate(timeout=60)
@@ -207,7 +208,7 @@ def test_signal_fails_the_running_trial_requeues_it_and_the_same_command_continu
     )
     failed, queued = trials_of(storage)  # nothing left RUNNING
     assert (failed.state, queued.state) == (TrialState.FAIL, TrialState.WAITING)
-    assert failed.number == trial.number == 0 and failed.user_attrs["stop_reason"] == "interrupted"
+    assert failed.number == number == 0 and failed.user_attrs["stop_reason"] == "interrupted"
     assert queued.params == failed.params
     assert (queued.system_attrs["failed_trial"], queued.system_attrs["retry_history"]) == (0, [0])
 

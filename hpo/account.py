@@ -1,0 +1,208 @@
+"""One command, one account: what a ``study`` command asked for and did, across the processes
+it ran in (a worker that recycles itself, ``--workers N``), its progress bar and its summary.
+
+A recycled worker's next process inherits the account through the environment
+(``HPO_ACCOUNT``); a worker started by a launcher writes its account to the file named by
+``HPO_ACCOUNT_FILE`` when it ends, and the launcher adds them up.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Iterable
+from typing import Any
+
+__all__ = ["ACCOUNT_ENV", "ACCOUNT_FILE_ENV", "Account", "Progress", "summary"]
+
+ACCOUNT_ENV = "HPO_ACCOUNT"
+ACCOUNT_FILE_ENV = "HPO_ACCOUNT_FILE"
+
+
+@dataclasses.dataclass
+class Account:
+    """Trials a command asked for and ran, and since when; ``searched`` excludes repeats."""
+
+    asked: int | None  # search trials the command runs (None: unlimited)
+    started: float = dataclasses.field(default_factory=time.time)  # wall clock at the command's start
+    ran: int = 0  # trials run, repeats included
+    searched: int = 0  # trials run that were not repeats
+    processes: int = 1  # processes the command has run in so far
+    banner: bool = False  # the banner has been printed
+
+    @property
+    def seconds(self) -> float:
+        return time.time() - self.started
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> Account:
+        fields = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in json.loads(text).items() if k in fields})
+
+    @classmethod
+    def inherited(cls, asked: int | None) -> Account:
+        """The account a previous process of this command handed on, else a new one."""
+        text = os.environ.pop(ACCOUNT_ENV, None)
+        if text:
+            try:
+                return cls.from_json(text)
+            except (ValueError, TypeError):
+                pass
+        return cls(asked=asked)
+
+    def add(self, other: Account) -> None:
+        self.ran += other.ran
+        self.searched += other.searched
+
+    def trials_line(self) -> str:
+        asked = "unlimited" if self.asked is None else str(self.asked)
+        repeats = self.ran - self.searched
+        ran = f"{self.ran} run" + (f" ({self.searched} searched + {repeats} repeats)" if repeats else "")
+        where = f" in {self.processes} processes" if self.processes > 1 else ""
+        return f"{asked} trials asked, {ran} in {self.seconds:.1f} s{where}"
+
+
+def write_account(account: Account) -> None:
+    """A launcher's worker: leave the account where the launcher reads it."""
+    path = os.environ.get(ACCOUNT_FILE_ENV)
+    if path:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(account.to_json())
+
+
+class Progress:
+    """One progress bar for a whole command (tqdm, on stderr): search trials done of those
+    asked, and the repeats.  While it shows, Optuna's log lines and :meth:`write` go above it."""
+
+    def __init__(self, account: Account, enabled: bool = True):
+        self.account = account
+        self.bar = None
+        self._handler: logging.Handler | None = None
+        if not enabled or not sys.stderr.isatty():  # a log file gets Optuna's lines, not a redrawn bar
+            return
+        import optuna
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=account.asked, initial=account.searched, unit="trial", desc="trials", file=sys.stderr)
+        self._repeats = account.ran - account.searched
+        self._show_postfix()
+
+        class _Above(logging.StreamHandler):
+            def emit(self, record: Any) -> None:
+                try:
+                    tqdm.write(self.format(record), file=sys.stderr)
+                except Exception:  # noqa: BLE001 - logging never stops a study
+                    self.handleError(record)
+
+        self._handler = _Above()
+        self._handler.setFormatter(optuna.logging.create_default_formatter())
+        for old in logging.getLogger("optuna").handlers:  # hpo's filters go along
+            for f in old.filters:
+                self._handler.addFilter(f)
+        optuna.logging.disable_default_handler()
+        logging.getLogger("optuna").addHandler(self._handler)
+
+    def _show_postfix(self) -> None:
+        if self.bar is not None and self._repeats:
+            self.bar.set_postfix_str(f"+{self._repeats} repeats")
+
+    def trial_done(self, repeat: bool) -> None:
+        if self.bar is None:
+            return
+        if repeat:
+            self._repeats += 1
+            self._show_postfix()
+        else:
+            self.bar.update(1)
+
+    def set(self, searched: int, repeats: int) -> None:
+        """Show counts found elsewhere (a launcher polling its workers' study)."""
+        if self.bar is None:
+            return
+        self._repeats = repeats
+        self.bar.n = searched
+        self._show_postfix()
+        self.bar.refresh()
+
+    def after_trial(self, study: Any, trial: Any) -> None:  # an Optuna callback
+        self.trial_done(trial.user_attrs.get("repeat_of") is not None)
+
+    def write(self, line: str) -> None:
+        if self.bar is None:
+            sys.stdout.write(line if line.endswith("\n") else line + "\n")
+            sys.stdout.flush()
+        else:
+            from tqdm.auto import tqdm
+
+            tqdm.write(line.rstrip("\n"), file=sys.stdout)
+
+    def close(self) -> None:
+        if self.bar is None:
+            return
+        import optuna
+
+        self.bar.close()
+        logging.getLogger("optuna").removeHandler(self._handler)
+        optuna.logging.enable_default_handler()
+        self.bar = None
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def summary(study: Any, cfg: Any, account: Account | None = None, trials: Iterable[Any] | None = None) -> str:
+    """A few lines: what the command did, counts by outcome, the answer (or best trial) and its parameters."""
+    from optuna.trial import TrialState
+
+    trials = list(study.get_trials(deepcopy=False) if trials is None else trials)
+    finished = [t for t in trials if t.state.is_finished()]
+    reached = [t for t in finished if t.user_attrs.get("reached_target")]
+    count = {s: sum(t.state == s for t in trials) for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
+    obj = cfg.objective
+    head = f"{account.trials_line()}; " if account is not None else ""
+    lines = [
+        f"{head}study {study.study_name!r} holds {len(trials)}: "
+        f"{len(reached)} reached {obj.monitor} >= {obj.target}, {count[TrialState.COMPLETE]} complete, "
+        f"{count[TrialState.PRUNED]} pruned, {count[TrialState.FAIL]} failed"
+    ]
+    try:
+        best = study.best_trial
+    except ValueError:
+        lines.append("no completed trial yet")
+        return "\n".join(lines)
+    ua = best.user_attrs
+    if ua.get("reached_target"):
+        head = f"best: trial {best.number}, {ua['epochs_to_target']} epochs to {obj.monitor} >= {obj.target}"
+    else:
+        head = f"best: trial {best.number}, target not reached (best {obj.monitor} {ua.get('best_' + obj.monitor)}, value {best.value:.4f})"
+    spe = ua.get("seconds_per_epoch")
+    lines.append(f"{head}; {ua.get('n_params')} parameters, {spe} s/epoch" if spe is not None else head)
+    if not cfg.study.confirming:
+        lines.append("  " + " ".join(f"{k}={_fmt(v)}" for k, v in {**best.params, **ua.get("fixed_params", {})}.items()))
+        return "\n".join(lines)
+    from hpo.answer import answer_line, compute_answer, confirmation_cost
+
+    answer = compute_answer(trials, cfg.study.confirm_seeds)
+    lines.append(f"answer: {answer_line(answer, cfg.study.confirm_seeds)}")
+    if answer is not None:
+        lines.append("  " + " ".join(f"{k}={_fmt(v)}" for k, v in answer["params"].items()))
+        if answer["trial"] != best.number:
+            lines.append(
+                f"  (Optuna's best_trial {best.number} is a single run; the answer is the fastest median over "
+                f"{cfg.study.confirm_seeds} seeds)"
+            )
+    cost = confirmation_cost(trials)
+    if cost["repeats"]:
+        lines.append(
+            f"confirmation: {cost['repeats']} repeats ({cost['dropped']} dropped), {cost['repeat_epochs']:g} "
+            f"of {cost['epochs']:g} training epochs; {cost['capped']} trials capped"
+        )
+    return "\n".join(lines)
