@@ -216,7 +216,7 @@ def test_signal_fails_the_running_trial_requeues_it_and_the_same_command_continu
     assert again.returncode == 0, again.stderr[-2000:]
     trials = trials_of(storage)
     assert [(t.number, t.state) for t in trials] == [(0, TrialState.FAIL), (1, TrialState.COMPLETE)]
-    assert trials[1].params == failed.params and trials[1].user_attrs["epochs"] == 12
+    assert trials[1].params == failed.params and trials[1].user_attrs["epochs"] == 3
 
 
 # --------------------------------------------------------------------------------------------
