@@ -234,7 +234,9 @@ class Objective:
         try:
             extra = [make(trial) for make in self.keras_callbacks]
             model = models.build(params, self.split.image_shape, self.split.n_classes)
-            models.compile_model(model, params, steps_per_execution=schedule.steps_per_execution)
+            steps = math.ceil(len(self.split.x_train) / params.batch_size)  # batches per pass over the data
+            models.compile_model(model, params, steps_per_execution=schedule.steps_per_execution, steps_per_epoch=steps)
+            trial.set_user_attr("xla", bool(model.jit_compile))
             model.fit(**schedule.fit_args(self.split, params.batch_size, seed), callbacks=[*extra, cb], verbose=0)
         except optuna.TrialPruned:
             self._record(trial, model, cb, n_params, started)

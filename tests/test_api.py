@@ -95,3 +95,52 @@ def test_load_config_takes_a_dict_and_derives_validated_copies() -> None:
         cfg.with_overrides("objective.target=2")
     with pytest.raises(hpo.ConfigError, match=r"study.pruner_options.nope"):
         hpo.load_config({"study": {"pruner_options": {"nope": 1}}})
+
+
+INTERRUPTED_SCRIPT = """
+import sys, hpo
+cfg = hpo.load_config(sys.argv[1], ["objective.max_epochs=30", "objective.target=0.999", "study.recycle_after=5"])
+try:
+    hpo.optimize(cfg, storage=sys.argv[2], n_trials=3, artifacts=False, progress=False)
+except KeyboardInterrupt:
+    print("the caller caught KeyboardInterrupt")
+"""
+
+
+def test_ctrl_c_in_the_caller_stops_its_workers_as_the_command_does(tmp_path: Path) -> None:
+    """SIGINT to the calling process only (a notebook's interrupt): its worker is stopped the
+    same way, the running trial is stored as FAIL and re-queued, and the caller gets
+    KeyboardInterrupt and goes on."""
+    import signal
+
+    from tests.conftest import STUDIES, cli_env, wait_for
+
+    url = f"sqlite:///{tmp_path / 'i.db'}"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", INTERRUPTED_SCRIPT, str(STUDIES / "tiny.toml"), url],
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+    def running_with_a_report():
+        try:
+            trials = optuna.load_study(study_name="tiny", storage=url).trials
+        except KeyError:
+            return None
+        return next((t for t in trials if t.state == TrialState.RUNNING and t.intermediate_values), None)
+
+    try:
+        trial = wait_for(running_with_a_report, 300, "a running trial with a report")
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, stderr[-2000:]
+    assert "the caller caught KeyboardInterrupt" in stdout, stdout[-2000:]
+    assert "stored as FAIL and re-queued" in stdout + stderr
+    trials = optuna.load_study(study_name="tiny", storage=url).trials
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    assert trials[trial.number].state == TrialState.FAIL
+    assert [t.system_attrs.get("failed_trial") for t in trials if t.state == TrialState.WAITING] == [trial.number]

@@ -117,3 +117,21 @@ def test_parameter_count_without_building_equals_keras_count() -> None:
         assert count_params(params, shape, classes) == model.count_params(), params
         seen.add((params.family, params.arch["batchnorm"]))
     assert seen == {(f, bn) for f in ("dense", "inception") for bn in (False, True)}
+
+
+def test_xla_for_dense_nets_only_where_an_epoch_is_long_enough_to_pay_for_it() -> None:
+    """Measured on 54,000 images: 128 units at batch 64 (86 M parameter-steps per epoch) and
+    380/257 at batch 256 (84 M) lose time with XLA; 178/557 at batch 64 (207 M) gains from epoch 2."""
+    from hpo.models import XLA_MIN_PARAM_STEPS, use_xla
+
+    small, bn2, wide = dense(units=(128,)), dense(units=(178, 557), batchnorm=True), dense(units=(1024, 1024, 1024))
+    steps_b64, steps_b32 = -(-54_000 // 64), -(-54_000 // 32)
+    assert not use_xla(build(small, (28, 28, 1), 10), small, steps_b64)
+    assert use_xla(build(bn2, (28, 28, 1), 10), bn2, steps_b64)
+    assert use_xla(build(wide, (28, 28, 1), 10), wide, steps_b32)
+    model = build(small, (28, 28, 1), 10)
+    at_threshold = -(-XLA_MIN_PARAM_STEPS // model.count_params())
+    assert use_xla(model, small, at_threshold) and not use_xla(model, small, at_threshold - 1)
+    assert compile_model(model, small, steps_per_epoch=steps_b64).jit_compile is False
+    with_dropout = dense(units=(1024, 1024, 1024), dropout=0.1)
+    assert not use_xla(build(with_dropout, (28, 28, 1), 10), with_dropout, steps_b32)  # never with dropout

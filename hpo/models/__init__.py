@@ -24,6 +24,8 @@ __all__ = [
     "make_optimizer",
     "save_model",
     "STEPS_PER_EXECUTION",
+    "XLA_MIN_PARAM_STEPS",
+    "use_xla",
 ]
 
 BUILDERS: dict[str, Callable[[Params, tuple[int, ...], int], keras.Model]] = {
@@ -66,12 +68,35 @@ def make_optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimize
     return keras.optimizers.get({"class_name": name, "config": {"learning_rate": learning_rate}})
 
 
+# XLA compiles each new model in its first epoch (2-8 s here) and then trains dense nets faster;
+# it pays back within two epochs only when an epoch is long: measured on 54,000 images
+# (docs/PERFORMANCE.md, scripts/bench_xla.py), a dense net gains from XLA within 2 epochs at
+# >= 2e8 parameter-steps per epoch (parameters x batches per pass) and loses below 1e8.
+XLA_MIN_PARAM_STEPS = 200_000_000
+
+
+def use_xla(model: keras.Model, params: Params, steps_per_epoch: int | None = None) -> bool:
+    """Whether to compile ``model`` with XLA: never with dropout (XLA's CPU random numbers are
+    slow); for dense nets only when ``parameters x steps_per_epoch`` reaches
+    :data:`XLA_MIN_PARAM_STEPS` (when ``steps_per_epoch`` is given); other families always."""
+    if _has_dropout(model):
+        return False
+    if params.family == "dense" and steps_per_epoch is not None:
+        return model.count_params() * steps_per_epoch >= XLA_MIN_PARAM_STEPS
+    return True
+
+
 def compile_model(
-    model: keras.Model, params: Params, *, jit_compile: bool | None = None, steps_per_execution: int = STEPS_PER_EXECUTION
+    model: keras.Model,
+    params: Params,
+    *,
+    jit_compile: bool | None = None,
+    steps_per_execution: int = STEPS_PER_EXECUTION,
+    steps_per_epoch: int | None = None,
 ) -> keras.Model:
-    """Compile for training; ``jit_compile=None`` chooses XLA unless the model has dropout."""
+    """Compile for training; ``jit_compile=None`` chooses with :func:`use_xla`."""
     if jit_compile is None:
-        jit_compile = not _has_dropout(model)
+        jit_compile = use_xla(model, params, steps_per_epoch)
     model.compile(
         optimizer=make_optimizer(params.optimizer, params.learning_rate),
         loss="sparse_categorical_crossentropy",
