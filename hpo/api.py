@@ -109,7 +109,7 @@ def report(
     the best model's test accuracy) are found where the study records them.  Returns what was
     written: ``out``, ``rows``, ``figures`` and ``test`` (accuracy and how, or None and why not)."""
     from hpo.folders import check_folder
-    from hpo.report import write_report
+    from hpo.reporting import write_report
     from hpo.storage import existing_sqlite, make_storage, resolve_url
     from hpo.study import load_study, study_info
 

@@ -148,7 +148,7 @@ class ArtifactWriter:
         return upload_artifact(artifact_store=self.store, file_path=str(path), study_or_trial=trial)
 
     def _curves(self, tmp: Path, trial: optuna.Trial, model: Any, outcome: dict[str, Any]) -> None:
-        from hpo.report import outcome_line, plot_learning_curve, trial_title
+        from hpo.reporting import outcome_line, plot_learning_curve, trial_title
 
         history = outcome.get("history") or {}
         if not history:
@@ -163,7 +163,7 @@ class ArtifactWriter:
         self._upload(trial, path)
 
     def _history(self, tmp: Path, trial: optuna.Trial, model: Any, outcome: dict[str, Any]) -> None:
-        from hpo.report import history_frame
+        from hpo.reporting import history_frame
 
         history = outcome.get("history") or {}
         path = tmp / f"trial-{trial.number:04d}-history.json"

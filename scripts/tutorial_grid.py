@@ -150,7 +150,7 @@ def plot_grid_summary(df, max_epochs: int, path: Path) -> None:
 
 def plot_grid_curves(df, out: Path) -> list[Path]:
     """The 12 learning-curve plots, one per case, as the tutorial drew them."""
-    from hpo.report import outcome_line, plot_learning_curve
+    from hpo.reporting import outcome_line, plot_learning_curve
 
     out.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -172,7 +172,7 @@ def tuned_rows(storage_url: str, targets: tuple[float, ...], prefix: str):
     import optuna
     import pandas as pd
 
-    from hpo.report import trial_params
+    from hpo.reporting import trial_params
     from hpo.storage import make_storage
 
     storage = make_storage(storage_url)

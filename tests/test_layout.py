@@ -77,8 +77,11 @@ def test_light_modules_import_neither_optuna_nor_tensorflow(module: str) -> None
 
 def test_the_public_api_is_exported() -> None:
     import hpo
+    import hpo.reporting  # a submodule must not shadow a function of the API  # noqa: F401
 
     for name in ("load_config", "optimize", "report", "TargetPruning", "StudyConfig"):
         assert name in hpo.__all__ and callable(getattr(hpo, name))
+    assert hpo.report.__module__ == "hpo.api" and hpo.optimize.__module__ == "hpo.api"
+    assert not any((PACKAGE / f"{name}.py").exists() or (PACKAGE / name).is_dir() for name in hpo.__all__)
     with pytest.raises(AttributeError):
         hpo.no_such_name  # noqa: B018

@@ -5,7 +5,7 @@ from __future__ import annotations
 import optuna
 import pytest
 
-from hpo import report
+from hpo import reporting as report
 from hpo.config import parse_config
 from hpo.data import prepare
 from hpo.objective import Objective, Schedule

@@ -19,7 +19,7 @@ from optuna.artifacts import FileSystemArtifactStore, get_all_artifact_meta
 from optuna.trial import TrialState
 
 from hpo.api import load_config
-from hpo.report import (
+from hpo.reporting import (
     BASE_COLUMNS,
     counts,
     epochs_vs_params,
@@ -291,7 +291,7 @@ def test_confirmation_table_and_answer_section(tmp_path):
     from optuna.distributions import IntDistribution
     from optuna.trial import create_trial
 
-    from hpo.report import confirmation_table, summary_markdown
+    from hpo.reporting import confirmation_table, summary_markdown
 
     cfg = load_config(STUDIES / "quickstart.toml")
     study = open_study(cfg, make_storage(f"sqlite:///{tmp_path / 'c.db'}"), "conf")
