@@ -31,8 +31,7 @@ def load_config(source: str | Path | Mapping[str, Any] | StudyConfig, overrides:
     if isinstance(source, Mapping):
         raw = copy.deepcopy(dict(source))
         overridden = apply_overrides(raw, overrides, "<dict>")
-        name = str((raw.get("study") or {}).get("name", "hpo")) if isinstance(raw.get("study"), Mapping) else "hpo"
-        return check_config(parse_config(raw, source="<dict>", default_name=name, overridden=overridden))
+        return check_config(parse_config(raw, source="<dict>", default_name="hpo", overridden=overridden))
     return check_config(read_config(source, overrides))
 
 
@@ -62,7 +61,7 @@ def optimize(
 
     from hpo.launch import run_workers
     from hpo.storage import make_storage, resolve_url
-    from hpo.worker import WorkerSpec, check_spec, handling_signals, run_worker
+    from hpo.worker import WorkerSpec, handling_signals, run_worker
 
     cfg = load_config(cfg)
     if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
@@ -76,7 +75,6 @@ def optimize(
         artifact_dir=None if artifact_dir is None else str(Path(artifact_dir).absolute()),
         progress=progress,
     )
-    check_spec(spec)
     if workers == 1 and not cfg.study.recycle_after:
         with handling_signals() as signals:
             result = run_worker(cfg, url, spec, signals)

@@ -19,7 +19,7 @@ from typing import Any, NoReturn
 
 from hpo.account import ACCOUNT_ENV, ACCOUNT_FILE_ENV, Account, Progress, summary
 from hpo.errors import EXIT_FAILED, EXIT_OK, HpoError
-from hpo.worker import Terminated, WorkerResult, WorkerSpec, make_study_storage, rss_mb
+from hpo.worker import Terminated, WorkerResult, WorkerSpec, check_spec, make_study_storage, rss_mb
 
 __all__ = ["recycle", "run_workers", "shares", "worker_argv"]
 
@@ -112,6 +112,7 @@ def run_workers(cfg: Any, url: str, spec: WorkerSpec, workers: int, *, quiet_sta
     from hpo.storage import _password, mask_url
     from hpo.study import artifact_folder, open_study
 
+    check_spec(spec)
     if url.startswith("sqlite") and ":memory:" in url:
         raise HpoError("an in-memory SQLite storage cannot be shared by worker processes: use a file, PostgreSQL or MySQL")
     check_data(cfg.data)  # each worker loads the data itself; a missing or corrupt file stops all before the study exists
@@ -205,6 +206,5 @@ def run_workers(cfg: Any, url: str, spec: WorkerSpec, workers: int, *, quiet_sta
     failed = [(i, c) for i, c in enumerate(codes) if c != 0]
     for i, c in failed:
         print(f"hpo: worker {i} exited with code {c}", file=sys.stderr)
-    study = open_study(cfg, make_study_storage(url, cfg), name)
     print(summary(study, cfg, account))
     return (EXIT_FAILED if failed else EXIT_OK), name

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from hpo.account import Account, Progress, summary, write_account
+from hpo.account import ACCOUNT_FILE_ENV, Account, Progress, summary, write_account
 from hpo.errors import EXIT_FAILED, EXIT_FAILURES, EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED, HpoError
 
 __all__ = ["Signals", "Terminated", "WorkerResult", "WorkerSpec", "check_spec", "handling_signals", "run_worker"]
@@ -122,7 +122,8 @@ def handling_signals() -> Iterator[Signals]:
 
 
 def check_spec(spec: WorkerSpec) -> None:
-    """Flags that are bad input, found before anything is stored or created."""
+    """Flags that are bad input, found before anything is stored or created (by
+    :func:`run_worker` and :func:`hpo.launch.run_workers`, first thing)."""
     from hpo.folders import check_folder
 
     if spec.tensorboard_batches and not spec.tensorboard:
@@ -284,7 +285,7 @@ def run_worker(
     if run.failures_stopped:
         more = False
     if not more:
-        if os.environ.get("HPO_ACCOUNT_FILE"):
+        if os.environ.get(ACCOUNT_FILE_ENV):
             write_account(account)  # the launcher sums its workers' accounts and prints the summary
         else:
             print(summary(study, cfg, account))

@@ -113,10 +113,9 @@ def run_study(args: argparse.Namespace, cfg: Any, spec: Any, on_open: Callable[[
     from hpo.account import Account
     from hpo.launch import recycle, run_workers
     from hpo.storage import resolve_url
-    from hpo.worker import check_spec, run_worker
+    from hpo.worker import run_worker
 
     url = resolve_url(args.storage)
-    check_spec(spec)
     if getattr(args, "workers", 1) > 1:
         return run_workers(cfg, url, spec, args.workers)[0]
     n_trials = spec.n_trials if spec.n_trials is not None else cfg.study.n_trials
