@@ -151,11 +151,22 @@ class Progress:
         self.bar.close()
         logging.getLogger("optuna").removeHandler(self._handler)
         optuna.logging.enable_default_handler()
+        for handler in logging.getLogger("optuna").handlers:  # filters added while the bar showed go back
+            for f in self._handler.filters:
+                if f not in handler.filters:
+                    handler.addFilter(f)
         self.bar = None
 
 
 def _fmt(v: Any) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def _lines(lines: list[str]) -> str:
+    """The summary for a terminal: what trials stored (names, values) shown escaped, one line each."""
+    from hpo.names import printable
+
+    return "\n".join(printable(line) for line in lines)
 
 
 def summary(study: Any, cfg: Any, account: Account | None = None, trials: Iterable[Any] | None = None) -> str:
@@ -177,7 +188,7 @@ def summary(study: Any, cfg: Any, account: Account | None = None, trials: Iterab
         best = study.best_trial
     except ValueError:
         lines.append("no completed trial yet")
-        return "\n".join(lines)
+        return _lines(lines)
     ua = best.user_attrs
     if ua.get("reached_target"):
         head = f"best: trial {best.number}, {ua['epochs_to_target']} epochs to {obj.monitor} >= {obj.target}"
@@ -186,8 +197,9 @@ def summary(study: Any, cfg: Any, account: Account | None = None, trials: Iterab
     spe = ua.get("seconds_per_epoch")
     lines.append(f"{head}; {ua.get('n_params')} parameters, {spe} s/epoch" if spe is not None else head)
     if not cfg.study.confirming:
-        lines.append("  " + " ".join(f"{k}={_fmt(v)}" for k, v in {**best.params, **ua.get("fixed_params", {})}.items()))
-        return "\n".join(lines)
+        fixed = ua.get("fixed_params") if isinstance(ua.get("fixed_params"), dict) else {}
+        lines.append("  " + " ".join(f"{k}={_fmt(v)}" for k, v in {**best.params, **fixed}.items()))
+        return _lines(lines)
     from hpo.answer import answer_line, compute_answer, confirmation_cost
 
     answer = compute_answer(trials, cfg.study.confirm_seeds)
@@ -205,4 +217,4 @@ def summary(study: Any, cfg: Any, account: Account | None = None, trials: Iterab
             f"confirmation: {cost['repeats']} repeats ({cost['dropped']} dropped), {cost['repeat_epochs']:g} "
             f"of {cost['epochs']:g} training epochs; {cost['capped']} trials capped"
         )
-    return "\n".join(lines)
+    return _lines(lines)

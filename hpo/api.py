@@ -59,13 +59,17 @@ def optimize(
     """
     import optuna
 
+    from hpo.config import check_run
     from hpo.launch import run_workers
     from hpo.storage import make_storage, resolve_url
     from hpo.worker import WorkerSpec, handling_signals, run_worker
 
     cfg = load_config(cfg)
-    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
-        raise HpoError(f"optimize(workers=...): must be a whole number >= 1, but got {workers!r}")
+    if study_name is not None:
+        from hpo.names import check_new_name
+
+        check_new_name(study_name, "optimize(study_name=...)")
+    check_run(workers=workers)
     url = resolve_url(storage)
     spec = WorkerSpec(
         study_name=study_name,
@@ -105,24 +109,44 @@ def report(
     """Write ``trials.csv``, ``summary.md`` and the figures of a study into ``out`` (default
     ``reports/STUDY_NAME``), as ``python -m hpo.run report`` does; the study's artifacts (for
     the best model's test accuracy) are found where the study records them.  Returns what was
-    written: ``out``, ``rows``, ``figures`` and ``test`` (accuracy and how, or None and why not)."""
+    written: ``out``, ``rows``, ``figures`` and ``test`` (accuracy and how, or None and why not).
+
+    The default folder's name is the study name made safe (:func:`hpo.names.folder_name`): a
+    name from a shared storage never chooses a folder outside ``reports``.  A piece that cannot
+    be made (the model's test accuracy, a figure) costs only itself, with one ``hpo: warning:``
+    line on stderr."""
     from hpo.folders import check_folder
+    from hpo.names import check_study_name, name_folder
     from hpo.reporting import write_report
-    from hpo.storage import existing_sqlite, make_storage, resolve_url
+    from hpo.storage import make_storage, resolve_url
     from hpo.study import load_study, study_info
 
-    folder = Path(out) if out is not None else Path("reports") / study_name
+    check_study_name(study_name, "STUDY_NAME")
+    folder = Path(out) if out is not None else name_folder("reports", study_name, "--out")
     check_folder(folder, "--out")
-    url = existing_sqlite(resolve_url(storage))
-    study = load_study(study_name, make_storage(url))
+    url = resolve_url(storage)
+    study = load_study(study_name, make_storage(url, mode="read"))
     study_info(study)  # not an hpo study: one line, before anything is written
     store = _artifact_store(study, url, artifact_dir)
     if store is not None:  # the best model's test accuracy needs Keras
         from hpo.quiet import import_tensorflow
 
         import_tensorflow()
-    done = write_report(study, folder, artifact_store=store, top=top)
+    done = _warning_lines(write_report, study, folder, artifact_store=store, top=top)
     return {"out": folder, **done}
+
+
+def _warning_lines(func: Any, *args: Any, **kwargs: Any) -> Any:
+    """``func(*args, **kwargs)``, its :class:`hpo.reporting.ReportWarning` s each shown as one
+    ``hpo: warning:`` line on stderr; other warnings go their usual way."""
+    import warnings
+
+    from hpo.errors import warnings_as_lines
+    from hpo.reporting import ReportWarning
+
+    with warnings.catch_warnings():
+        warnings_as_lines(ReportWarning)
+        return func(*args, **kwargs)
 
 
 def _artifact_store(study: Any, url: str, given: str | Path | None) -> Any:

@@ -194,8 +194,11 @@ class ArtifactWriter:
 
 
 def tensorboard_factory(log_dir: str | Path, study_name: str, *, batches: bool = False):
-    """A per-trial factory of TensorBoard callbacks writing to ``LOG_DIR/STUDY/trial-NNNN``."""
+    """A per-trial factory of TensorBoard callbacks writing to ``LOG_DIR/STUDY/trial-NNNN``; ``STUDY``
+    is the study name made one safe folder name (:func:`hpo.names.folder_name`), inside ``LOG_DIR``."""
     import keras
+
+    from hpo.names import name_folder
 
     class TrialTensorBoard(keras.callbacks.TensorBoard):
         """Flushes every epoch, so a pruned trial (training ends by exception) keeps its logs."""
@@ -205,7 +208,7 @@ def tensorboard_factory(log_dir: str | Path, study_name: str, *, batches: bool =
             for writer in self._writers.values():
                 writer.flush()
 
-    root = Path(log_dir) / study_name
+    root = name_folder(log_dir, study_name, "--tensorboard")
 
     def make(trial: optuna.Trial) -> keras.callbacks.Callback:
         return TrialTensorBoard(

@@ -4,16 +4,24 @@ A study file has the sections ``[study]``, ``[data]``, ``[objective]``, ``[model
 ``[space.<family>]`` table per model family.  In a space a scalar fixes a parameter, a list is
 a categorical choice and a table ``{low, high, log, step}`` is a range.  Every error names the
 file (or the ``--set`` override), the key and the bad value, in one line.
+
+Every number has a range (:data:`BOUNDS`; a space key's is in :data:`SPACE_SCHEMAS`), checked
+here, before anything is stored.  A study file is read only when it is a regular file of at most
+:data:`MAX_STUDY_FILE_BYTES`.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import decimal
 import difflib
+import errno
 import json
 import math
+import os
 import re
+import stat
 import tomllib
 import types
 from collections.abc import Mapping, Sequence
@@ -21,20 +29,25 @@ from pathlib import Path
 from typing import Any
 
 from hpo.errors import ConfigError
+from hpo.names import new_name_problem
 
 __all__ = [
     "ACTIVATIONS",
+    "BOUNDS",
     "DATASETS",
     "DEFAULT_CAP_SLACK",
     "DEFAULT_MAX_PARAMS",
     "IMAGE_SIZES",
     "INDEX_SUFFIXES",
     "INITIALIZERS",
+    "MAX_SEED",
+    "MAX_STUDY_FILE_BYTES",
     "MONITORS",
     "OPTIMIZERS",
     "PRUNERS",
     "SAMPLERS",
     "SPACE_SCHEMAS",
+    "Bound",
     "Choice",
     "DataSettings",
     "Fixed",
@@ -45,6 +58,9 @@ __all__ = [
     "StudyConfig",
     "StudySettings",
     "apply_overrides",
+    "check_run",
+    "shown",
+    "derive_seed",
     "indexed_key",
     "read_config",
     "parse_config",
@@ -81,6 +97,110 @@ DEFAULT_MAX_PARAMS = 20_000_000
 # Epochs a trial may go on beyond the answer's median before it is capped (docs/PERFORMANCE.md).
 DEFAULT_CAP_SLACK = 1
 MAX_CONFIRM_SEEDS = 50
+MAX_SEED = 2**32 - 1  # NumPy's, Optuna's and Keras' seeds are 32-bit
+MAX_STUDY_FILE_BYTES = 1 << 20  # a study file is a few kB; more is not a study file
+MAX_TRIALS = 1_000_000
+MAX_SECONDS = 365 * 24 * 3600
+MAX_THREADS = 1024
+MAX_WORKERS = 256
+MAX_CHOICES = 1000  # values of one choice list
+MAX_ENQUEUE = 1000  # tables of study.enqueue
+MAX_GRID_POINTS = 100_000  # Optuna's GridSampler holds every point of the grid in memory
+MAX_OPTION = 1_000_000  # integer sampler and pruner options
+# Widths (units, filters): a wider layer is not built anyway under objective.max_params, and
+# without that cap a 2**40-wide kernel is more memory than any machine can map.  Counts that
+# multiply the parameters a trial suggests (layers, stages, blocks) have small ranges instead.
+MAX_WIDTH = 2**40
+
+
+def _number_text(value: float) -> str:
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e16:
+        value = int(value)
+    return str(value) if isinstance(value, int) else repr(value)
+
+
+def shown(value: Any) -> str:
+    """``repr(value)``, shortened when it is long (a 400-digit integer)."""
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:24]}...{text[-8:]} ({len(text)} characters)"
+
+
+@dataclasses.dataclass(frozen=True)
+class Bound:
+    """The values a number may take: ``[minimum, maximum]``, either end open."""
+
+    minimum: float
+    maximum: float
+    minimum_open: bool = False
+    maximum_open: bool = False
+
+    def __str__(self) -> str:
+        left, right = "(" if self.minimum_open else "[", ")" if self.maximum_open else "]"
+        return f"{left}{_number_text(self.minimum)}, {_number_text(self.maximum)}{right}"
+
+    def __contains__(self, value: Any) -> bool:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+            return False
+        low_ok = value > self.minimum if self.minimum_open else value >= self.minimum
+        high_ok = value < self.maximum if self.maximum_open else value <= self.maximum
+        return low_ok and high_ok
+
+    def problem(self, value: Any) -> str | None:
+        """``"must be in [a, b], but got X"``, or None when ``value`` is in the bound."""
+        return None if value in self else f"must be in {self}, but got {shown(value)}"
+
+
+def derive_seed(seed: int, offset: int) -> int:
+    """``seed + offset`` wrapped into the seeds NumPy and Optuna accept, ``[0, 2**32 - 1]``."""
+    return (seed + offset) % (MAX_SEED + 1)
+
+
+# The numbers of a run besides its study file (flags of ``study``, arguments of ``hpo.optimize``).
+RUN_BOUNDS: dict[str, Bound] = {
+    "n_trials": Bound(0, MAX_TRIALS),
+    "timeout": Bound(0, MAX_SECONDS),
+    "seed": Bound(0, MAX_SEED),
+    "threads": Bound(1, MAX_THREADS),
+    "workers": Bound(1, MAX_WORKERS),
+}
+
+
+def check_run(**numbers: Any) -> None:
+    """``check_run(n_trials=..., timeout=...)``: each number given (None: not given) within its
+    :data:`RUN_BOUNDS`, else a :class:`ConfigError` naming it."""
+    for name, value in numbers.items():
+        if value is None:
+            continue
+        bound = RUN_BOUNDS[name]
+        if name != "timeout" and (isinstance(value, bool) or not isinstance(value, int)):
+            raise ConfigError(f"must be a whole number in {bound}, but got {shown(value)}", key=name)
+        problem = bound.problem(value)
+        if problem is not None:
+            raise ConfigError(problem, key=name)
+
+
+# Every number a study file's [study], [data] and [objective] hold (the space's are in SPACE_SCHEMAS).
+BOUNDS: dict[str, Bound] = {
+    "study.seed": Bound(0, MAX_SEED),
+    "study.n_trials": Bound(0, MAX_TRIALS),
+    "study.timeout": Bound(0, MAX_SECONDS),
+    "study.max_trials": Bound(1, MAX_TRIALS),
+    "study.heartbeat_interval": Bound(1, 3600),
+    "study.grace_period": Bound(1, 7 * 24 * 3600),  # and longer than study.heartbeat_interval
+    "study.max_retries": Bound(0, 100),
+    "study.recycle_after": Bound(0, MAX_TRIALS),
+    "study.max_consecutive_failures": Bound(0, MAX_TRIALS),
+    "study.confirm_seeds": Bound(0, MAX_CONFIRM_SEEDS),
+    "data.train_size": Bound(0, 10_000_000),
+    "data.validation_fraction": Bound(0, 1, minimum_open=True, maximum_open=True),
+    "data.split_seed": Bound(0, MAX_SEED),
+    "objective.target": Bound(0, 1, minimum_open=True),
+    "objective.max_epochs": Bound(1, 1000),
+    "objective.checks_per_epoch": Bound(1, 100),
+    "objective.max_params": Bound(0, 1_000_000_000),
+    "objective.cap_slack": Bound(0, 1000),
+}
+
 # Keras 3 names the metric ``accuracy``; ``acc`` is accepted as an alias.
 MONITORS = {"val_accuracy": "val_accuracy", "accuracy": "accuracy", "val_acc": "val_accuracy", "acc": "accuracy"}
 
@@ -100,6 +220,12 @@ class KeySpec:
     # Count keys this key is indexed by, outermost first: ("stages", "blocks") makes one value
     # per block of each stage, named ``<key>_s{i}_b{j}``; see :func:`resolve_key`.
     per: tuple[str, ...] = ()
+
+    @property
+    def bound(self) -> Bound | None:
+        if self.minimum is None or self.maximum is None:
+            return None
+        return Bound(self.minimum, self.maximum, self.minimum_open, self.maximum_open)
 
 
 # Suffix letter of each count key in indexed names (``filters_1x1_s1_b0``, ``units_l2``).
@@ -128,16 +254,18 @@ class Range:
 ParamSpec = Fixed | Choice | Range
 
 _TRAINING_KEYS = {
-    "learning_rate": KeySpec("float", 1e-3, minimum=0.0, minimum_open=True, help="optimizer learning rate"),
+    "learning_rate": KeySpec(
+        "float", 1e-3, minimum=0.0, minimum_open=True, maximum=1e38, help="optimizer learning rate (float32 holds it)"
+    ),
     "optimizer": KeySpec("str", "adam", choices=OPTIMIZERS, help="Keras optimizer"),
-    "batch_size": KeySpec("int", 32, minimum=1, help="examples per gradient step"),
+    "batch_size": KeySpec("int", 32, minimum=1, maximum=65536, help="examples per gradient step"),
 }
 
 # One schema per model family; ``hpo.space`` turns each key into ``trial.suggest_*``.
 SPACE_SCHEMAS: dict[str, dict[str, KeySpec]] = {
     "dense": {
-        "layers": KeySpec("int", 1, minimum=1, help="number of hidden Dense layers"),
-        "units": KeySpec("int", 128, minimum=1, help="units of each hidden layer (units_l0, units_l1, ...)"),
+        "layers": KeySpec("int", 1, minimum=1, maximum=64, help="number of hidden Dense layers"),
+        "units": KeySpec("int", 128, minimum=1, maximum=MAX_WIDTH, help="units of each hidden layer (units_l0, units_l1, ...)"),
         "activation": KeySpec("str", "relu", choices=ACTIVATIONS, help="hidden-layer activation"),
         "initializer": KeySpec("str", "glorot_uniform", choices=INITIALIZERS, help="hidden-layer kernel initializer"),
         "dropout": KeySpec("float", 0.0, minimum=0.0, maximum=1.0, maximum_open=True, help="dropout after each hidden layer"),
@@ -148,17 +276,36 @@ SPACE_SCHEMAS: dict[str, dict[str, KeySpec]] = {
     # An indexed key (``blocks_s1``, ``filters_3x3_s1_b2``, ``filters_1x1_s0``) overrides its
     # plain key for that stage/block, so non-uniform networks are exact points of the space.
     "inception": {
-        "stem_filters": KeySpec("int", 96, minimum=1, help="filters of the 3x3 stem ConvBlock"),
-        "stages": KeySpec("int", 2, minimum=1, help="stages, each InceptionBlocks then a DownsampleBlock (halves the map)"),
-        "blocks": KeySpec("int", 2, minimum=0, per=("stages",), help="InceptionBlocks per stage (blocks_s0, blocks_s1, ...)"),
+        "stem_filters": KeySpec("int", 96, minimum=1, maximum=MAX_WIDTH, help="filters of the 3x3 stem ConvBlock"),
+        "stages": KeySpec(
+            "int", 2, minimum=1, maximum=8, help="stages, each InceptionBlocks then a DownsampleBlock (halves the map)"
+        ),
+        "blocks": KeySpec(
+            "int", 2, minimum=0, maximum=16, per=("stages",), help="InceptionBlocks per stage (blocks_s0, blocks_s1, ...)"
+        ),
         "filters_1x1": KeySpec(
-            "int", 32, minimum=1, per=("stages", "blocks"), help="filters of a block's 1x1 branch (filters_1x1_s0_b0, ...)"
+            "int",
+            32,
+            minimum=1,
+            maximum=MAX_WIDTH,
+            per=("stages", "blocks"),
+            help="filters of a block's 1x1 branch (filters_1x1_s0_b0, ...)",
         ),
         "filters_3x3": KeySpec(
-            "int", 48, minimum=1, per=("stages", "blocks"), help="filters of a block's 3x3 branch (filters_3x3_s0_b0, ...)"
+            "int",
+            48,
+            minimum=1,
+            maximum=MAX_WIDTH,
+            per=("stages", "blocks"),
+            help="filters of a block's 3x3 branch (filters_3x3_s0_b0, ...)",
         ),
         "down_filters": KeySpec(
-            "int", 80, minimum=1, per=("stages",), help="filters of the stride-2 conv of a DownsampleBlock (down_filters_s0, ...)"
+            "int",
+            80,
+            minimum=1,
+            maximum=MAX_WIDTH,
+            per=("stages",),
+            help="filters of the stride-2 conv of a DownsampleBlock (down_filters_s0, ...)",
         ),
         "activation": KeySpec("str", "relu", choices=ACTIVATIONS, help="activation of every ConvBlock"),
         "initializer": KeySpec("str", "glorot_uniform", choices=INITIALIZERS, help="kernel initializer of every convolution"),
@@ -305,17 +452,16 @@ def read_config(path: str | Path, overrides: Sequence[str] = ()) -> StudyConfig:
     """Read a study file (TOML, or JSON holding the same tables), apply ``--set`` overrides and
     validate what needs no Optuna (:func:`hpo.load_config` checks the rest)."""
     source = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError("study file not found", source=source) from None
-    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as e:
-        raise ConfigError(f"cannot read study file ({type(e).__name__})", source=source) from None
+    text = _read_study_file(path, source)
     if Path(path).suffix == ".json":
         try:
-            raw = json.loads(text)
+            raw = json.loads(text, object_pairs_hook=_json_object)
         except json.JSONDecodeError as e:
             raise ConfigError(f"JSON syntax error: {e}", source=source) from None
+        except _DuplicateKey as e:
+            raise ConfigError(f"JSON object holds the key {e.args[0]!r} twice", source=source) from None
+        except (ValueError, RecursionError) as e:
+            raise ConfigError(f"cannot parse JSON: {_parse_failure(e)}", source=source) from None
         if not isinstance(raw, dict):
             raise ConfigError(f"must hold a JSON object of tables, not {type(raw).__name__}", source=source)
     else:
@@ -323,27 +469,113 @@ def read_config(path: str | Path, overrides: Sequence[str] = ()) -> StudyConfig:
             raw = tomllib.loads(text)
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"TOML syntax error: {e}", source=source) from None
+        except (ValueError, RecursionError) as e:
+            raise ConfigError(f"cannot parse TOML: {_parse_failure(e)}", source=source) from None
+    if not raw:
+        raise ConfigError("study file holds no tables: nothing to run", source=source)
     default_name = Path(path).stem
     overridden = apply_overrides(raw, overrides, source)
     return parse_config(raw, source=source, default_name=default_name, overridden=overridden)
 
 
+_FILE_KINDS = {
+    stat.S_IFDIR: "a folder",
+    stat.S_IFIFO: "a FIFO (named pipe)",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+}
+_OS_REASONS = {
+    errno.ENOENT: "no such file",
+    errno.ELOOP: "a loop of symbolic links",
+    errno.ENOTDIR: "a part of the path is a file, not a folder",
+    errno.ENAMETOOLONG: "a name in the path is too long",
+    errno.EACCES: "permission denied",
+}
+
+
+def _read_study_file(path: str | Path, source: str) -> str:
+    """The text of a study file: a regular file (never opened otherwise, so a FIFO or a device
+    cannot hang or flood the read) of at most :data:`MAX_STUDY_FILE_BYTES`, UTF-8 with or
+    without a byte-order mark, not empty."""
+
+    def refuse(reason: str) -> ConfigError:
+        return ConfigError(f"cannot read study file: {reason}", source=source)
+
+    def os_reason(e: OSError) -> str:
+        return _OS_REASONS.get(e.errno, e.strerror or type(e).__name__)
+
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise ConfigError("study file not found", source=source) from None
+    except OSError as e:
+        raise refuse(os_reason(e)) from None
+    except ValueError:  # a NUL byte in the path
+        raise refuse("the path holds a NUL byte") from None
+    kind = stat.S_IFMT(info.st_mode)
+    if kind != stat.S_IFREG:
+        what = _FILE_KINDS.get(kind)
+        raise refuse(f"it is {what}, not a regular file" if what else "it is not a regular file")
+    if info.st_size > MAX_STUDY_FILE_BYTES:
+        raise refuse(f"it holds {info.st_size} bytes; a study file may hold at most {MAX_STUDY_FILE_BYTES} (1 MiB)")
+    try:
+        # O_NONBLOCK: should the path have become a FIFO since the check, opening it does not wait.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
+    except OSError as e:
+        raise refuse(os_reason(e)) from None
+    with open(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise refuse("it is not a regular file")
+        data = f.read(MAX_STUDY_FILE_BYTES + 1)
+    if len(data) > MAX_STUDY_FILE_BYTES:
+        raise refuse(f"it holds more than {MAX_STUDY_FILE_BYTES} bytes (1 MiB), the most a study file may hold")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise refuse(f"not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start})") from None
+    if not text.strip():
+        raise ConfigError("study file is empty", source=source)
+    return text
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
+
+
+def _parse_failure(e: BaseException) -> str:
+    if isinstance(e, RecursionError):
+        return "nested too deeply"
+    return (str(e).splitlines() or [type(e).__name__])[0].split(";")[0]
+
+
 def parse_override(item: str) -> tuple[list[str], Any]:
     """``section.key=VALUE`` -> (["section", "key"], value); VALUE is TOML, a bare word a string."""
     if "=" not in item:
-        raise ConfigError(f"--set expects KEY=VALUE, but got {item!r}")
+        raise ConfigError(f"--set expects KEY=VALUE, but got {shown(item)}")
     key, _, text = item.partition("=")
     key = key.strip()
     path = key.split(".")
     if len(path) < 2 or not all(p.strip() for p in path):
-        raise ConfigError(f"--set key must look like section.key, but got {key!r}")
+        raise ConfigError(f"--set key must look like section.key, but got {shown(key)}")
     text = text.strip()
     try:
         value = tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
-        if not text or any(c in text for c in "[]{}\"'=,"):
-            raise ConfigError(f"--set {key}: cannot parse value {text!r} as TOML") from None
+        if not text or any(c in text for c in "[]{}\"'=,\n"):
+            raise ConfigError(f"--set {key}: cannot parse value {shown(text)} as TOML") from None
         value = text
+    except (ValueError, RecursionError) as e:
+        raise ConfigError(f"--set {key}: cannot parse value {shown(text)}: {_parse_failure(e)}") from None
     return [p.strip() for p in path], value
 
 
@@ -388,7 +620,7 @@ class _Checker:
     def table(self, raw: Mapping[str, Any], key: str) -> dict[str, Any]:
         value = raw.get(key.rsplit(".", 1)[-1], {})
         if not isinstance(value, dict):
-            raise self.error(key, f"must be a table, but got {value!r}")
+            raise self.error(key, f"must be a table, but got {shown(value)}")
         return value
 
     def check_keys(self, table: Mapping[str, Any], prefix: str, valid: Sequence[str]) -> None:
@@ -403,20 +635,20 @@ class _Checker:
             return default
         value = table[name]
         if not isinstance(value, str) or not value:
-            raise self.error(key, f"must be a non-empty string, but got {value!r}")
+            raise self.error(key, f"must be a non-empty string, but got {shown(value)}")
         if choices is not None and value not in choices:
-            raise self.error(key, f"unknown value {value!r}; choose one of {', '.join(choices)}")
+            raise self.error(key, f"unknown value {shown(value)}; choose one of {', '.join(choices)}")
         return value
 
-    def integer(self, table: Mapping[str, Any], key: str, default: Any, minimum: int | None = None) -> Any:
+    def integer(self, table: Mapping[str, Any], key: str, default: Any) -> Any:
+        """An integer within ``BOUNDS[key]`` (booleans are not integers here)."""
         name = key.rsplit(".", 1)[-1]
         if name not in table:
             return default
         value = table[name]
         if isinstance(value, bool) or not isinstance(value, int):
-            raise self.error(key, f"must be an integer, but got {value!r}")
-        if minimum is not None and value < minimum:
-            raise self.error(key, f"must be >= {minimum}, but got {value!r}")
+            raise self.error(key, f"must be an integer in {BOUNDS[key]}, but got {shown(value)}")
+        self.bounded(key, value)
         return value
 
     def boolean(self, table: Mapping[str, Any], key: str, default: bool) -> bool:
@@ -425,59 +657,63 @@ class _Checker:
             return default
         value = table[name]
         if not isinstance(value, bool):
-            raise self.error(key, f"must be true or false, but got {value!r}")
+            raise self.error(key, f"must be true or false, but got {shown(value)}")
         return value
 
     def number(self, table: Mapping[str, Any], key: str, default: Any) -> Any:
+        """A finite number within ``BOUNDS[key]``, as a float."""
         name = key.rsplit(".", 1)[-1]
         if name not in table:
             return default
         value = table[name]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise self.error(key, f"must be a number, but got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise self.error(key, f"must be a number in {BOUNDS[key]}, but got {shown(value)}")
+        self.bounded(key, value)
         return float(value)
+
+    def bounded(self, key: str, value: Any) -> None:
+        problem = BOUNDS[key].problem(value)
+        if problem is not None:
+            raise self.error(key, problem)
 
 
 def _check_value(chk: _Checker, key: str, spec: KeySpec, value: Any) -> Any:
     """Check one concrete value of a space key; return it normalised."""
     if spec.kind == "bool":
         if not isinstance(value, bool):
-            raise chk.error(key, f"must be true or false, but got {value!r}")
+            raise chk.error(key, f"must be true or false, but got {shown(value)}")
         return value
     if spec.kind == "str":
         if not isinstance(value, str):
-            raise chk.error(key, f"must be a string, but got {value!r}")
+            raise chk.error(key, f"must be a string, but got {shown(value)}")
         if spec.choices is not None and value not in spec.choices:
             close = difflib.get_close_matches(value, list(spec.choices), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise chk.error(key, f"unknown value {value!r}{hint}; choose from {', '.join(spec.choices)}")
+            raise chk.error(key, f"unknown value {shown(value)}{hint}; choose from {', '.join(spec.choices)}")
         return value
+    what = "an integer" if spec.kind == "int" else "a number"
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise chk.error(key, f"must be a number, but got {value!r}")
-    if spec.kind == "int":
-        if isinstance(value, float):
-            if not value.is_integer():
-                raise chk.error(key, f"must be an integer, but got {value!r}")
-            value = int(value)
-    else:
-        value = float(value)
-        if not math.isfinite(value):
-            raise chk.error(key, f"must be finite, but got {value!r}")
-    _check_bounds(chk, key, spec, value)
-    return value
+        raise chk.error(key, f"must be {what} in {spec.bound}, but got {shown(value)}")
+    if spec.kind == "int" and isinstance(value, float) and not value.is_integer():
+        raise chk.error(key, f"must be {what} in {spec.bound}, but got {shown(value)}")
+    problem = spec.bound.problem(value)
+    if problem is not None:
+        raise chk.error(key, problem)
+    return int(value) if spec.kind == "int" else float(value)
 
 
-def _check_bounds(chk: _Checker, key: str, spec: KeySpec, value: float) -> None:
-    if spec.minimum is not None:
-        if spec.minimum_open and value <= spec.minimum:
-            raise chk.error(key, f"must be > {spec.minimum:g}, but got {value!r}")
-        if not spec.minimum_open and value < spec.minimum:
-            raise chk.error(key, f"must be >= {spec.minimum:g}, but got {value!r}")
-    if spec.maximum is not None:
-        if spec.maximum_open and value >= spec.maximum:
-            raise chk.error(key, f"must be < {spec.maximum:g}, but got {value!r}")
-        if not spec.maximum_open and value > spec.maximum:
-            raise chk.error(key, f"must be <= {spec.maximum:g}, but got {value!r}")
+def _step_problem(low: float, high: float, step: float) -> str | None:
+    """Why ``step`` does not divide ``[low, high]`` (Optuna would silently end the range at the
+    last step below ``high``), or None."""
+    dec = lambda x: decimal.Decimal(str(x))  # noqa: E731 - exact decimal arithmetic, as Optuna checks it
+    span, d_step = dec(high) - dec(low), dec(step)
+    if span % d_step == 0:
+        return None
+    last = dec(low) + (span // d_step) * d_step
+    return (
+        f"step {step!r} does not divide the range from {low!r} to {high!r} (Optuna would end it at {last}): "
+        f"make high {last} or choose a step that divides {span}"
+    )
 
 
 def _parse_spec(chk: _Checker, key: str, spec: KeySpec, raw: Any) -> ParamSpec:
@@ -485,9 +721,11 @@ def _parse_spec(chk: _Checker, key: str, spec: KeySpec, raw: Any) -> ParamSpec:
     if isinstance(raw, list):
         if not raw:
             raise chk.error(key, "empty choice list: give at least one value")
+        if len(raw) > MAX_CHOICES:
+            raise chk.error(key, f"a choice list may hold at most {MAX_CHOICES} values, but holds {len(raw)}")
         values = tuple(_check_value(chk, key, spec, v) for v in raw)
         if len(set(values)) != len(values):
-            raise chk.error(key, f"duplicate values in choice list {raw!r}")
+            raise chk.error(key, f"duplicate values in choice list {shown(raw)}")
         return Choice(values)
     if isinstance(raw, dict):
         if spec.kind not in ("int", "float"):
@@ -497,24 +735,29 @@ def _parse_spec(chk: _Checker, key: str, spec: KeySpec, raw: Any) -> ParamSpec:
                 raise chk.unknown(f"{key}.{k}", ("low", "high", "log", "step"))
         for k in ("low", "high"):
             if k not in raw:
-                raise chk.error(key, f"a range needs both low and high, but got {raw!r}")
+                raise chk.error(key, f"a range needs both low and high, but got {shown(raw)}")
         low = _check_value(chk, f"{key}.low", spec, raw["low"])
         high = _check_value(chk, f"{key}.high", spec, raw["high"])
         log = raw.get("log", False)
         if not isinstance(log, bool):
-            raise chk.error(f"{key}.log", f"must be true or false, but got {log!r}")
+            raise chk.error(f"{key}.log", f"must be true or false, but got {shown(log)}")
         if low > high:
             raise chk.error(key, f"low must be <= high, but got low={low!r} > high={high!r}")
         if log and low <= 0:
             raise chk.error(key, f"a log range needs low > 0, but got low={low!r}")
         step = raw.get("step")
         if step is not None:
-            if isinstance(step, bool) or not isinstance(step, (int, float)) or step <= 0:
-                raise chk.error(f"{key}.step", f"must be a positive number, but got {step!r}")
-            if spec.kind == "int" and not float(step).is_integer():
-                raise chk.error(f"{key}.step", f"must be an integer for an integer key, but got {step!r}")
+            if isinstance(step, bool) or not isinstance(step, (int, float)) or not (math.isfinite(step) and step > 0):
+                raise chk.error(f"{key}.step", f"must be a positive number, but got {shown(step)}")
+            if spec.kind == "int":
+                if not float(step).is_integer():
+                    raise chk.error(f"{key}.step", f"must be an integer for an integer key, but got {step!r}")
+                step = int(step)
             if log:
                 raise chk.error(key, "a range cannot have both log = true and a step")
+            problem = _step_problem(low, high, step)
+            if problem is not None:
+                raise chk.error(key, problem)
         return Range(low=low, high=high, log=log, step=step, is_int=spec.kind == "int")
     return Fixed(_check_value(chk, key, spec, raw))
 
@@ -577,34 +820,34 @@ def _plain(value: Any) -> Any:
 
 def _parse_study(chk: _Checker, t: Mapping[str, Any], default_name: str) -> StudySettings:
     name = chk.string(t, "study.name", default_name)
+    if (problem := new_name_problem(name)) is not None:
+        raise chk.error("study.name", problem)
     sampler = chk.string(t, "study.sampler", "tpe", SAMPLERS)
     pruner = chk.string(t, "study.pruner", "successive_halving", PRUNERS)
     sampler_options = chk.table(t, "study.sampler_options")
     pruner_options = chk.table(t, "study.pruner_options")
-    seed = chk.integer(t, "study.seed", None, minimum=0)
-    n_trials = chk.integer(t, "study.n_trials", 20, minimum=0)
+    seed = chk.integer(t, "study.seed", None)
+    n_trials = chk.integer(t, "study.n_trials", 20)
     timeout = chk.number(t, "study.timeout", None)
-    if timeout is not None and timeout < 0:
-        raise chk.error("study.timeout", f"must be >= 0 seconds, but got {timeout!r}")
-    max_trials = chk.integer(t, "study.max_trials", None, minimum=1)
-    heartbeat_interval = chk.integer(t, "study.heartbeat_interval", 30, minimum=1)
-    grace_period = chk.integer(t, "study.grace_period", None, minimum=1)
+    max_trials = chk.integer(t, "study.max_trials", None)
+    heartbeat_interval = chk.integer(t, "study.heartbeat_interval", 30)
+    grace_period = chk.integer(t, "study.grace_period", None)
     if grace_period is not None and grace_period <= heartbeat_interval:
         raise chk.error(
             "study.grace_period",
             f"must be longer than study.heartbeat_interval ({heartbeat_interval} s), but got {grace_period!r}: "
             "live trials would be failed",
         )
-    max_retries = chk.integer(t, "study.max_retries", 2, minimum=0)
-    recycle_after = chk.integer(t, "study.recycle_after", 10, minimum=0)
-    max_consecutive_failures = chk.integer(t, "study.max_consecutive_failures", 5, minimum=0)
+    max_retries = chk.integer(t, "study.max_retries", 2)
+    recycle_after = chk.integer(t, "study.recycle_after", 10)
+    max_consecutive_failures = chk.integer(t, "study.max_consecutive_failures", 5)
     deterministic_ops = chk.boolean(t, "study.deterministic_ops", False)
-    confirm_seeds = chk.integer(t, "study.confirm_seeds", 3, minimum=0)
-    if confirm_seeds > MAX_CONFIRM_SEEDS:
-        raise chk.error("study.confirm_seeds", f"must be <= {MAX_CONFIRM_SEEDS}, but got {confirm_seeds}")
+    confirm_seeds = chk.integer(t, "study.confirm_seeds", 3)
     enqueue = t.get("enqueue", [])
     if not isinstance(enqueue, list) or not all(isinstance(e, dict) for e in enqueue):
-        raise chk.error("study.enqueue", f"must be a list of parameter tables, but got {enqueue!r}")
+        raise chk.error("study.enqueue", f"must be a list of parameter tables, but got {shown(enqueue)}")
+    if len(enqueue) > MAX_ENQUEUE:
+        raise chk.error("study.enqueue", f"may hold at most {MAX_ENQUEUE} tables, but holds {len(enqueue)}")
     if deterministic_ops and seed is None:
         raise chk.error("study.deterministic_ops", "needs study.seed (or --seed): without a seed no two runs start alike")
     return StudySettings(
@@ -631,28 +874,20 @@ def _parse_study(chk: _Checker, t: Mapping[str, Any], default_name: str) -> Stud
 def _parse_data(chk: _Checker, t: Mapping[str, Any]) -> DataSettings:
     dataset = chk.string(t, "data.dataset", "fashion_mnist", DATASETS)
     data_dir = chk.string(t, "data.data_dir", None)
-    train_size = chk.integer(t, "data.train_size", 0, minimum=0)
+    train_size = chk.integer(t, "data.train_size", 0)
     vf = chk.number(t, "data.validation_fraction", 0.1)
-    if not 0 < vf < 1:
-        raise chk.error("data.validation_fraction", f"must be in (0, 1), but got {vf!r}")
-    split_seed = chk.integer(t, "data.split_seed", 0, minimum=0)
+    split_seed = chk.integer(t, "data.split_seed", 0)
     return DataSettings(dataset=dataset, data_dir=data_dir, train_size=train_size, validation_fraction=vf, split_seed=split_seed)
 
 
 def _parse_objective(chk: _Checker, t: Mapping[str, Any]) -> ObjectiveSettings:
     monitor = chk.string(t, "objective.monitor", "val_accuracy", tuple(MONITORS))
     target = chk.number(t, "objective.target", 0.88)
-    if not 0 < target <= 1:
-        raise chk.error("objective.target", f"must be in (0, 1], but got {target!r}")
-    max_epochs = chk.integer(t, "objective.max_epochs", 15, minimum=1)
-    checks = chk.integer(t, "objective.checks_per_epoch", 1, minimum=1)
-    if checks > 100:
-        raise chk.error(
-            "objective.checks_per_epoch", f"must be <= 100 (each check is a pass over the validation split), but got {checks}"
-        )
-    max_params = chk.integer(t, "objective.max_params", DEFAULT_MAX_PARAMS, minimum=0)
+    max_epochs = chk.integer(t, "objective.max_epochs", 15)
+    checks = chk.integer(t, "objective.checks_per_epoch", 1)  # each check is a pass over the validation split
+    max_params = chk.integer(t, "objective.max_params", DEFAULT_MAX_PARAMS)
     cap = chk.boolean(t, "objective.cap", True)
-    cap_slack = chk.integer(t, "objective.cap_slack", DEFAULT_CAP_SLACK, minimum=0)
+    cap_slack = chk.integer(t, "objective.cap_slack", DEFAULT_CAP_SLACK)
     if cap_slack > max_epochs:
         raise chk.error("objective.cap_slack", f"must be <= objective.max_epochs ({max_epochs}), but got {cap_slack}")
     return ObjectiveSettings(
@@ -673,9 +908,9 @@ def _parse_model(chk: _Checker, t: Mapping[str, Any]) -> ModelSettings:
         raise chk.error("model.family", "empty choice list: give at least one family")
     for f in families:
         if not isinstance(f, str) or f not in SPACE_SCHEMAS:
-            raise chk.error("model.family", f"unknown family {f!r}; choose from {', '.join(SPACE_SCHEMAS)}")
+            raise chk.error("model.family", f"unknown family {shown(f)}; choose from {', '.join(SPACE_SCHEMAS)}")
     if len(set(families)) != len(families):
-        raise chk.error("model.family", f"duplicate families in {raw!r}")
+        raise chk.error("model.family", f"duplicate families in {shown(raw)}")
     return ModelSettings(family=tuple(families))
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import gzip
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +19,7 @@ import numpy as np
 from hpo.config import DataSettings
 from hpo.errors import DataError
 
-__all__ = ["Dataset", "Split", "check_data", "load_dataset", "read_idx", "find_idx_dir", "prepare"]
+__all__ = ["Dataset", "Split", "check_data", "load_dataset", "read_idx", "find_idx_dir", "prepare", "split_sizes"]
 
 _IDX_FILES = {
     "x_train": "train-images-idx3-ubyte.gz",
@@ -98,9 +100,14 @@ def find_idx_dir(name: str, data_dir: str | None) -> Path | None:
     """The first folder holding all four IDX files: ``data_dir``, Debian's, Keras' cache."""
     if data_dir is not None:
         d = Path(data_dir).expanduser()
-        if not d.exists():
-            raise DataError(f"data.data_dir: folder {str(d)!r} does not exist")
-        if not d.is_dir():
+        try:
+            info = os.stat(d)
+        except FileNotFoundError:
+            raise DataError(f"data.data_dir: folder {str(d)!r} does not exist") from None
+        except (OSError, ValueError) as e:  # a loop of links, a name too long, a NUL byte ...
+            reason = getattr(e, "strerror", None) or str(e)
+            raise DataError(f"data.data_dir: cannot use {str(d)!r}: {reason}") from None
+        if not stat.S_ISDIR(info.st_mode):
             raise DataError(f"data.data_dir: {str(d)!r} is a file, not a folder")
         missing = [f for f in _IDX_FILES.values() if not (d / f).is_file()]
         if missing:
@@ -180,9 +187,24 @@ def load_dataset(name: str, data_dir: str | None = None) -> Dataset:
 
 
 def check_data(settings: DataSettings) -> None:
-    """Load the dataset once without keeping it, so that a missing or corrupt file is reported
-    before processes that each load it for themselves (``--workers``) start."""
-    load_dataset.__wrapped__(settings.dataset, settings.data_dir)
+    """Load the dataset once without keeping it, so that a missing or corrupt file, or a split
+    that leaves no image on one side, is reported before processes that each load it for
+    themselves (``--workers``) start."""
+    ds = load_dataset.__wrapped__(settings.dataset, settings.data_dir)
+    split_sizes(len(ds.x_train), settings)
+
+
+def split_sizes(n: int, settings: DataSettings) -> tuple[int, int]:
+    """(training, validation) images of a training set of ``n`` images split as ``settings`` say;
+    a split that leaves either side without an image is a :class:`DataError`."""
+    n_val = int(round(n * settings.validation_fraction))
+    n_train = n - n_val if not settings.train_size else min(settings.train_size, n - n_val)
+    vf = f"data.validation_fraction = {settings.validation_fraction!r}"
+    if n_val < 1:
+        raise DataError(f"{vf} leaves no validation image of the {n} training images of {settings.dataset}: make it larger")
+    if n_train < 1:
+        raise DataError(f"{vf} leaves no training image of the {n} training images of {settings.dataset}: make it smaller")
+    return n_train, n_val
 
 
 def _scale(x: np.ndarray) -> np.ndarray:
@@ -194,7 +216,7 @@ def prepare(settings: DataSettings) -> Split:
     """Split and scale a dataset as the data settings say (cached per process)."""
     ds = load_dataset(settings.dataset, settings.data_dir)
     n = len(ds.x_train)
-    n_val = max(1, int(round(n * settings.validation_fraction)))
+    _, n_val = split_sizes(n, settings)
     order = np.random.default_rng(settings.split_seed).permutation(n)
     val, train = order[:n_val], order[n_val:]
     if settings.train_size:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "HpoError",
     "ConfigError",
@@ -10,6 +12,7 @@ __all__ = [
     "StudyMismatchError",
     "MonitorError",
     "TrialFailed",
+    "warnings_as_lines",
 ]
 
 
@@ -59,3 +62,22 @@ EXIT_USAGE = 2  # bad input: one line on stderr, nothing stored changed
 EXIT_FAILURES = 3  # a worker stopped after study.max_consecutive_failures failed trials in a row
 EXIT_INTERRUPTED = 130  # Ctrl-C
 EXIT_TERMINATED = 143  # SIGTERM
+
+
+def warnings_as_lines(category: type[Warning]) -> None:
+    """Show every warning of ``category`` as one ``hpo: warning:`` line on stderr, each time it
+    is raised; other warnings go their usual way.  Inside ``warnings.catch_warnings()`` it lasts
+    until the block ends."""
+    import sys
+    import warnings
+
+    previous = warnings.showwarning
+
+    def show(message: Any, cls: type, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+        if issubclass(cls, category):
+            print(f"hpo: warning: {message}", file=sys.stderr, flush=True)
+        else:
+            previous(message, cls, filename, lineno, file, line)
+
+    warnings.showwarning = show
+    warnings.simplefilter("always", category)

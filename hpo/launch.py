@@ -108,8 +108,10 @@ def run_workers(cfg: Any, url: str, spec: WorkerSpec, workers: int, *, quiet_sta
     this process's stdout (``[worker i]`` before each when there are several); one progress line
     counts the trials of all of them; the summary covers the whole command.
     """
+    from hpo.config import derive_seed
     from hpo.data import check_data
-    from hpo.storage import _password, mask_url
+    from hpo.redact import scrub
+    from hpo.storage import mask_url
     from hpo.study import artifact_folder, open_study
 
     check_spec(spec)
@@ -138,7 +140,6 @@ def run_workers(cfg: Any, url: str, spec: WorkerSpec, workers: int, *, quiet_sta
     env = dict(os.environ, HPO_STORAGE=url, OMP_NUM_THREADS=str(threads))
     env.update(TF_NUM_INTRAOP_THREADS=str(threads), TF_NUM_INTEROP_THREADS=str(threads))
     progress = Progress(account, enabled=spec.progress)
-    password = _password(url)
     lock = threading.Lock()
     procs: list[subprocess.Popen] = []
     pumps: list[threading.Thread] = []
@@ -146,8 +147,7 @@ def run_workers(cfg: Any, url: str, spec: WorkerSpec, workers: int, *, quiet_sta
 
     def pump(prefix: str, stream: Any) -> None:
         for line in stream:
-            if password:
-                line = line.replace(password, "***")
+            line = scrub(line, url)
             with lock:
                 progress.write(prefix + line)
 
@@ -164,7 +164,7 @@ def run_workers(cfg: Any, url: str, spec: WorkerSpec, workers: int, *, quiet_sta
         files = [Path(tmp) / f"worker-{i}.json" for i in range(len(split))]
         try:
             for i, share in enumerate(split):
-                seed = None if cfg.study.seed is None else cfg.study.seed + i  # else all would sample the same
+                seed = None if cfg.study.seed is None else derive_seed(cfg.study.seed, i)  # else all would sample the same
                 argv = worker_argv(
                     dataclasses.replace(spec, study_name=name, n_trials=share, seed=seed, progress=False, threads=threads)
                 )

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from hpo.config import Choice, Fixed, Range, StudyConfig
+from hpo.names import md_code, md_text
 
 __all__ = ["answer_section", "study_note", "save_study_note"]
 
@@ -29,7 +30,7 @@ def answer_section(cfg: StudyConfig, answer: Mapping[str, Any] | None) -> list[s
     if answer:
         lines += [
             f"Configuration of trial {answer['trial']} ({answer.get('n_params')} parameters): "
-            + ", ".join(f"`{k}={v!r}`" for k, v in answer["params"].items())
+            + ", ".join(md_code(f"{k}={v!r}") for k, v in answer["params"].items())
             + ".",
             "",
             "Optuna's *best trial* is the fastest single run, a lucky draw among many; "
@@ -44,7 +45,7 @@ def study_note(cfg: StudyConfig, name: str | None = None, answer: Mapping[str, A
     d, o = cfg.data, cfg.objective
     size = f"{d.train_size} training images" if d.train_size else "all training images"
     lines = [
-        f"## {name or cfg.study.name}: epochs to `{o.monitor}` >= {o.target:g}",
+        f"## {md_text(name or cfg.study.name)}: epochs to `{o.monitor}` >= {o.target:g}",
         "",
         f"* dataset: **{d.dataset}** ({size}, validation fraction {d.validation_fraction:g}, split seed {d.split_seed})",
         f"* monitor: `{o.monitor}`, target: **{o.target:g}**, max_epochs: **{o.max_epochs}**",
@@ -60,7 +61,7 @@ def study_note(cfg: StudyConfig, name: str | None = None, answer: Mapping[str, A
         f"* capping: a trial not at the target after ceil(answer median) + {o.cap_slack} epochs stops (`capped`)"
         if o.cap
         else "* capping: off",
-        f"* study file: `{cfg.source}`",
+        f"* study file: {md_code(cfg.source)}",
         "",
         *answer_section(cfg, answer),
         "### Search space",

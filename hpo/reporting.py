@@ -4,13 +4,20 @@ Every ``*_frame``/``*_table``/``counts`` function takes a study (or the frame bu
 returns plain data; every ``draw_*``/``plot_*`` function takes that data and draws it with
 matplotlib (Agg backend, no display needed).  Nothing here needs a trained model except
 :func:`test_accuracy`, which loads the ``.keras`` artifact of the best trial.
+
+What a storage holds is untrusted (anyone can write to a shared one): names and values are
+escaped in the markdown and the figures (text is never parsed as math), a stored value that is
+no number is left empty, and a piece of the report that cannot be made (the test accuracy, one
+figure, the answer) costs only itself, with a :class:`ReportWarning`.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import textwrap
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,9 +32,11 @@ import pandas as pd  # noqa: E402
 from optuna.trial import FrozenTrial, TrialState  # noqa: E402
 
 from hpo.errors import HpoError  # noqa: E402
+from hpo.names import md_code, md_text, printable  # noqa: E402
 from hpo.study import StudyInfo, study_info  # noqa: E402
 
 __all__ = [
+    "ReportWarning",
     "best_curves",
     "confirmation_table",
     "counts",
@@ -68,6 +77,41 @@ BASE_COLUMNS = (
     "seed",
 )
 _FAMILY_COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown", "tab:pink")
+_INTEGER_COLUMNS = ("n_params", "repeat_of", "seed")
+_NUMBER_COLUMNS = ("epochs_to_target", "seconds", "epochs", "seconds_per_epoch", "compile_seconds", "seconds_to_target")
+_TEXT_COLUMNS = ("stop_reason", "family")
+
+
+class ReportWarning(UserWarning):
+    """A piece of a report could not be made (it is left out or said to be unavailable); the rest is written."""
+
+
+def _warn(message: str) -> None:
+    warnings.warn(printable(message), ReportWarning, stacklevel=3)
+
+
+def _first_line(error: BaseException, limit: int = 200) -> str:
+    line = (str(error).strip().splitlines() or [""])[0][:limit]
+    return printable(f"{type(error).__name__}: {line}" if line else type(error).__name__)
+
+
+def _no_math(draw: Any) -> Any:
+    """Draw with matplotlib's mathtext off: a ``$`` in a stored name or value is a dollar sign, not
+    markup; a character the font lacks (a name in another script) is a box, not a warning."""
+
+    @functools.wraps(draw)
+    def drawing(*args: Any, **kwargs: Any) -> Any:
+        with plt.rc_context({"text.parse_math": False}), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"Glyph \d+ .*missing from font", category=UserWarning)
+            return draw(*args, **kwargs)
+
+    return drawing
+
+
+def _label(text: Any, limit: int = 60) -> str:
+    """A stored name for a figure: printable, on one line, at most ``limit`` characters."""
+    text = printable(text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 # --------------------------------------------------------------------------------------------
@@ -76,34 +120,55 @@ _FAMILY_COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brow
 
 def trial_params(trial: FrozenTrial) -> dict[str, Any]:
     """Searched and fixed parameters of a trial, in one dict."""
-    return {**trial.params, **trial.user_attrs.get("fixed_params", {})}
+    fixed = trial.user_attrs.get("fixed_params")
+    return {**trial.params, **(fixed if isinstance(fixed, dict) else {})}
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _clean(key: str, value: Any) -> Any:
+    """A stored outcome value as its column holds it; ``_BAD`` when it is of no use there."""
+    if value is None:
+        return None
+    if key in _INTEGER_COLUMNS:
+        ok = _is_number(value) and math.isfinite(value) and float(value).is_integer()
+        return int(value) if ok else _BAD
+    if key in _NUMBER_COLUMNS:
+        return (None if math.isnan(value) else value) if _is_number(value) else _BAD
+    if key == "reached_target":
+        return value if isinstance(value, bool) else _BAD
+    if key in _TEXT_COLUMNS:
+        return value if isinstance(value, str) else _BAD
+    return value
+
+
+_BAD = object()
 
 
 def trials_frame(study: optuna.Study) -> pd.DataFrame:
     """One row per trial: outcome columns, then ``params_<name>`` for every parameter."""
-    rows = []
+    rows, bad = [], []
     for t in study.get_trials(deepcopy=False):
         ua = t.user_attrs
         row: dict[str, Any] = {
             "number": t.number,
             "state": t.state.name,
-            "value": t.value if t.values is not None else math.nan,
-            "epochs_to_target": ua.get("epochs_to_target"),
-            "reached_target": ua.get("reached_target"),
-            "stop_reason": ua.get("stop_reason"),
-            "family": ua.get("family"),
-            "n_params": ua.get("n_params"),
-            "seconds": ua.get("seconds"),
-            "epochs": ua.get("epochs"),
-            "seconds_per_epoch": ua.get("seconds_per_epoch"),
-            "compile_seconds": ua.get("compile_seconds"),
-            "seconds_to_target": ua.get("seconds_to_target"),
-            "repeat_of": ua.get("repeat_of"),
-            "seed": ua.get("seed"),
+            "value": t.value if t.values is not None and len(t.values) == 1 else math.nan,
         }
+        for key in BASE_COLUMNS[3:]:
+            value = _clean(key, ua.get(key))
+            if value is _BAD:  # written by another program: left empty, said once below
+                bad.append(f"trial {t.number} {key}={printable(repr(ua.get(key)))[:40]}")
+                value = None
+            row[key] = value
         for name, value in trial_params(t).items():
-            row[f"params_{name}"] = value
+            row[f"params_{printable(name)}"] = value
         rows.append(row)
+    if bad:
+        more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+        _warn(f"{len(bad)} stored values are not what hpo records and are left empty: {', '.join(bad[:3])}{more}")
     df = pd.DataFrame(rows, columns=list(BASE_COLUMNS) if not rows else None)
     if rows:
         params = sorted(c for c in df.columns if c.startswith("params_"))
@@ -113,7 +178,7 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
             if present and all(isinstance(v, int) and not isinstance(v, bool) for v in present):
                 df[c] = df[c].astype("Int64")
     for c in ("epochs_to_target", "epochs"):  # whole epochs, or fractions with sub-epoch checks
-        whole = all(float(v).is_integer() for v in df[c].dropna())
+        whole = all(math.isfinite(v) and float(v).is_integer() for v in df[c].dropna())
         df[c] = df[c].astype("Int64" if whole else "Float64")
     for c in ("n_params", "repeat_of", "seed"):
         df[c] = df[c].astype("Int64")
@@ -138,7 +203,7 @@ def epochs_vs_params(df: pd.DataFrame, max_epochs: int) -> pd.DataFrame:
     out = pd.DataFrame(
         {
             "number": trained["number"].astype(int),
-            "family": trained["family"].fillna("?"),
+            "family": trained["family"].fillna("?").map(_label),
             "n_params": trained["n_params"].astype(int),
             "reached": trained["reached_target"].fillna(False).astype(bool),
             "epochs_to_target": trained["epochs_to_target"],
@@ -172,11 +237,19 @@ def importances(study: optuna.Study) -> dict[str, float]:
 
 def best_curves(study: optuna.Study, k: int = 4) -> list[dict[str, Any]]:
     """Histories of the ``k`` best finished trials (COMPLETE before PRUNED, then by value)."""
-    finished = [
-        t
-        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
-        if t.user_attrs.get("history") and t.value is not None
-    ]
+    finished, bad = [], []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+        history = t.user_attrs.get("history")
+        if not history or t.value is None:
+            continue
+        if _is_history(history) and isinstance(t.user_attrs.get("epochs_to_target"), (int, float, type(None))):
+            finished.append(t)
+        else:
+            bad.append(t.number)
+    if bad:
+        _warn(
+            f"trials {', '.join(map(str, bad[:5]))}{' ...' if len(bad) > 5 else ''}: stored history is not a Keras history: no curve"
+        )
     finished.sort(key=lambda t: (t.state != TrialState.COMPLETE, t.value, t.number))
     return [
         {
@@ -190,6 +263,13 @@ def best_curves(study: optuna.Study, k: int = 4) -> list[dict[str, Any]]:
         }
         for t in finished[:k]
     ]
+
+
+def _is_history(history: Any) -> bool:
+    """A Keras history as hpo stores it: metric name -> list of numbers (``epoch``: the checks)."""
+    return isinstance(history, dict) and all(
+        isinstance(k, str) and isinstance(v, list) and all(_is_number(x) for x in v) for k, v in history.items()
+    )
 
 
 def confirmation_table(study: optuna.Study, info: StudyInfo) -> pd.DataFrame:
@@ -217,6 +297,7 @@ def confirmation_table(study: optuna.Study, info: StudyInfo) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns).sort_values(["median", "trial"], na_position="last", ignore_index=True)
 
 
+@_no_math
 def plot_confirmation(table: pd.DataFrame, max_epochs: int, title: str, path: str | Path) -> Path:
     """Each repeated configuration's runs as points (not reached: at the top) with its median as a bar."""
     fig, ax = plt.subplots(figsize=(7, 4.4))
@@ -277,26 +358,49 @@ def test_accuracy(
 ) -> tuple[float | None, str]:
     """Accuracy of the trial's saved ``.keras`` model on the dataset's test set.
 
-    Returns ``(accuracy, how)``, or ``(None, why not)`` when the model artifact or the data
-    is not available.
+    Returns ``(accuracy, how)``, or ``(None, why not)`` when the model artifact or the data is
+    not available.  A model that should be there and cannot be used (missing from the store,
+    truncated, not a Keras model, an id outside the store, no test data) is also a
+    :class:`ReportWarning` naming it.
     """
+    import zipfile
+
     from optuna.artifacts import download_artifact, get_all_artifact_meta
+    from optuna.artifacts.exceptions import ArtifactNotFound
 
     if artifact_store is None:
         return None, "no artifact folder (see --artifact-dir)"
+
+    def lost(why: str) -> tuple[None, str]:
+        why = printable(why)
+        _warn(f"{why}: no test accuracy")
+        return None, why
+
     try:
         metas = get_all_artifact_meta(trial, storage=study._storage)
     except Exception as e:  # noqa: BLE001 - any storage trouble only costs this one number
-        return None, f"cannot list artifacts ({type(e).__name__})"
-    models = [m for m in metas if m.filename.endswith(".keras")]
+        return lost(f"cannot list the artifacts of trial {trial.number} ({_first_line(e)})")
+    models = [m for m in metas if isinstance(m.filename, str) and m.filename.endswith(".keras")]
     if not models:
         return None, f"trial {trial.number} has no saved model (.keras artifact)"
     meta = models[-1]
-    path = workdir / meta.filename
+    what = f"model artifact {printable(repr(meta.filename))} of trial {trial.number}"
+    path = workdir / "model.keras"  # never a name from the storage: it could lead anywhere
     try:
-        download_artifact(artifact_store=artifact_store, artifact_id=meta.artifact_id, file_path=str(path))
+        download_artifact(artifact_store=artifact_store, artifact_id=str(meta.artifact_id), file_path=str(path))
+    except ArtifactNotFound:
+        return lost(f"{what} is missing from the artifact store (id {printable(meta.artifact_id)})")
+    except ValueError as e:  # Optuna's "Invalid artifact_id": it points outside the store
+        return lost(f"{what} is unreadable: {_first_line(e)}")
     except Exception as e:  # noqa: BLE001
-        return None, f"model artifact {meta.filename} not readable from the artifact store ({type(e).__name__})"
+        return lost(f"{what} is unreadable from the artifact store ({_first_line(e)})")
+    try:
+        with zipfile.ZipFile(path) as z:
+            broken = z.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError):
+        broken = ""
+    if broken is not None:  # Keras would say "File not found" about it
+        return lost(f"{what} is unreadable (truncated or not a .keras file)")
 
     import numpy as np
 
@@ -307,15 +411,25 @@ def test_accuracy(
         fields = {k: v for k, v in info["data"].items() if k in DataSettings.__dataclass_fields__}
         split = prepare(DataSettings(**fields))
     except HpoError as e:
-        return None, f"test data not available: {e}"
+        return lost(f"test data not available: {e}")
+    except Exception as e:  # noqa: BLE001 - data settings written by another program
+        return lost(f"test data not available: stored data settings {_first_line(e)}")
     import keras
 
     import hpo.models  # noqa: F401 - registers the custom layers a saved model may use
 
-    model = keras.saving.load_model(path, compile=False)
-    predicted = np.argmax(model.predict(split.x_test, batch_size=1024, verbose=0), axis=1)
-    acc = float(np.mean(predicted == split.y_test))
-    return acc, f"{len(split.y_test)} test images, model {meta.filename}"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Keras' own words about a broken file: the line below says it
+            model = keras.saving.load_model(path, compile=False, safe_mode=True)
+    except Exception as e:  # noqa: BLE001
+        return lost(f"{what} is unreadable by Keras ({_first_line(e)})")
+    try:
+        predicted = np.argmax(model.predict(split.x_test, batch_size=1024, verbose=0), axis=1)
+        acc = float(np.mean(predicted == split.y_test))
+    except Exception as e:  # noqa: BLE001 - a model of other images
+        return lost(f"{what} does not run on the test images ({_first_line(e)})")
+    return acc, f"{len(split.y_test)} test images, model {printable(meta.filename)}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -326,9 +440,9 @@ def trial_title(number: int, params: Mapping[str, Any], outcome: str = "", width
     """``trial N: k=v k=v ...`` wrapped to a few lines, then an outcome line."""
 
     def fmt(v: Any) -> str:
-        return f"{v:.3g}" if isinstance(v, float) else str(v)
+        return f"{v:.3g}" if isinstance(v, float) else _label(v, 40)
 
-    text = f"trial {number}: " + " ".join(f"{k}={fmt(v)}" for k, v in params.items())
+    text = f"trial {number}: " + " ".join(f"{_label(k, 40)}={fmt(v)}" for k, v in params.items())
     lines = textwrap.wrap(text, width=width) or [f"trial {number}"]
     if outcome:
         lines.append(outcome)
@@ -344,6 +458,7 @@ def outcome_line(monitor: str, target: float, epochs_to_target: int | None, hist
     return f"{monitor} >= {target:g} not reached in {ran:g} epochs (best {best:.4f})"
 
 
+@_no_math
 def draw_learning_curve(
     ax: Any,
     history: Mapping[str, Sequence[float]],
@@ -392,6 +507,7 @@ def draw_learning_curve(
     return ax2
 
 
+@_no_math
 def plot_learning_curve(
     history: Mapping[str, Sequence[float]],
     monitor: str,
@@ -409,6 +525,7 @@ def plot_learning_curve(
     return Path(path)
 
 
+@_no_math
 def plot_learning_curves(curves: Sequence[Mapping[str, Any]], monitor: str, target: float, path: str | Path) -> Path:
     """Learning curves of several trials (from :func:`best_curves`), one panel each."""
     n = max(1, len(curves))
@@ -433,6 +550,7 @@ def _family_colors(families: Sequence[str]) -> dict[str, str]:
     return {f: _FAMILY_COLORS[i % len(_FAMILY_COLORS)] for i, f in enumerate(sorted(set(families)))}
 
 
+@_no_math
 def plot_optimization_history(hist: pd.DataFrame, max_epochs: int, title: str, path: str | Path) -> Path:
     """Each trial's value (pruned ones grey) and the best value so far."""
     fig, ax = plt.subplots(figsize=(7, 4.4))
@@ -466,6 +584,7 @@ def plot_optimization_history(hist: pd.DataFrame, max_epochs: int, title: str, p
 LABELLED_POINTS = 30
 
 
+@_no_math
 def plot_epochs_vs_params(table: pd.DataFrame, max_epochs: int, title: str, path: str | Path) -> Path:
     """Epochs to target against parameter count, coloured by family; unreached marked with x."""
     fig, ax = plt.subplots(figsize=(7, 4.4))
@@ -500,12 +619,14 @@ def plot_epochs_vs_params(table: pd.DataFrame, max_epochs: int, title: str, path
     return Path(path)
 
 
+@_no_math
 def plot_importances(imp: Mapping[str, float], title: str, path: str | Path) -> Path:
     """Horizontal bars, most important parameter on top."""
     fig, ax = plt.subplots(figsize=(7, 0.5 * max(3, len(imp)) + 1.2))
     if imp:
         names = list(imp)[::-1]
-        ax.barh(names, [imp[n] for n in names], color="tab:blue")
+        ax.barh(range(len(names)), [imp[n] for n in names], color="tab:blue")
+        ax.set_yticks(range(len(names)), [_label(n, 40) for n in names])  # positions: equal labels stay two bars
         ax.set_xlabel("importance (fANOVA, sums to 1)")
         for i, n in enumerate(names):
             ax.text(imp[n], i, f" {imp[n]:.2f}", va="center", fontsize=8)
@@ -526,7 +647,7 @@ def plot_importances(imp: Mapping[str, float], title: str, path: str | Path) -> 
 
 def _md_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    lines += ["| " + " | ".join(md_text(c) for c in r) + " |" for r in rows]
     return "\n".join(lines)
 
 
@@ -537,12 +658,14 @@ def summary_markdown(
     test: tuple[float | None, str] | None,
     figures: Sequence[str] = (),
 ) -> str:
-    """The markdown summary: objective, counts, best trial, test accuracy, figures."""
+    """The markdown summary: objective, counts, best trial, test accuracy, figures.  Stored names
+    and values are escaped: they show as text, never as markup."""
     c = counts(df)
+    monitor = md_code(info["monitor"])
     out = [
-        f"# Study `{study.study_name}`",
+        f"# Study {md_code(study.study_name)}",
         "",
-        f"Objective: epochs until `{info['monitor']}` >= {info['target']:g} on {info['dataset']}, "
+        f"Objective: epochs until {monitor} >= {info['target']:g} on {md_text(info['dataset'])}, "
         f"at most {info['max_epochs']} epochs (value {info['max_epochs'] + 1} + gap to target when not reached).",
         "",
         f"{len(df)} trials; {int(df['reached_target'].fillna(False).astype(bool).sum())} reached the target.",
@@ -564,16 +687,18 @@ def summary_markdown(
     else:
         ua = best.user_attrs
         ett = ua.get("epochs_to_target")
-        reached = f"{ett} epochs to target" if ett is not None else "target not reached"
+        reached = f"{md_text(ett)} epochs to target" if ett is not None else "target not reached"
         out += [
-            f"Trial {best.number}: value {best.value:.4f} ({reached}), {ua.get('n_params')} parameters, "
-            f"{ua.get('seconds')} s, best {info['monitor']} {ua.get('best_' + info['monitor'])}.",
+            f"Trial {best.number}: value {best.value:.4f} ({reached}), {md_text(ua.get('n_params'))} parameters, "
+            f"{md_text(ua.get('seconds'))} s, best {monitor} {md_text(ua.get('best_' + str(info['monitor'])))}.",
             "",
         ]
         if test is not None:
             acc, how = test
             out += [
-                f"Test-set accuracy: **{acc:.4f}** ({how})." if acc is not None else f"Test-set accuracy: not available ({how}).",
+                f"Test-set accuracy: **{acc:.4f}** ({md_text(how)})."
+                if acc is not None
+                else f"Test-set accuracy: not available ({md_text(how)}).",
                 "",
             ]
         out += [_md_table(["parameter", "value"], list(trial_params(best).items())), ""]
@@ -583,11 +708,20 @@ def summary_markdown(
 
 
 def _answer_markdown(study: optuna.Study, info: StudyInfo) -> list[str]:
+    """The answer section; trials written by another program that it cannot use cost only this section."""
+    try:
+        return _answer_section(study, info)
+    except Exception as e:  # noqa: BLE001
+        _warn(f"the answer cannot be computed from the stored trials ({_first_line(e)}): summary.md has no answer")
+        return ["## Answer", "", f"Not available: the stored trials do not say ({md_text(_first_line(e))}).", ""]
+
+
+def _answer_section(study: optuna.Study, info: StudyInfo) -> list[str]:
     from hpo.answer import answer_line, compute_answer, confirmation_cost
 
     seeds = info["confirm_seeds"]
     answer = compute_answer(study.get_trials(deepcopy=False), seeds)
-    out = ["## Answer", "", answer_line(answer, seeds) + ".", ""]
+    out = ["## Answer", "", answer_line(answer, seeds) + ".", ""]  # numbers only
     if answer is not None:
         out += [_md_table(["parameter", "value"], list(answer["params"].items())), ""]
     table = confirmation_table(study, info)
@@ -629,7 +763,10 @@ def write_report(
     artifact_store: Any = None,
     top: int = 4,
 ) -> dict[str, Any]:
-    """Write ``trials.csv``, ``summary.md`` and the PNG figures into ``out_dir``; return what was written."""
+    """Write ``trials.csv``, ``summary.md`` and the PNG figures into ``out_dir``; return what was written.
+
+    A figure or the test accuracy that cannot be made is left out with a :class:`ReportWarning`;
+    ``trials.csv`` and ``summary.md`` are always written."""
     import tempfile
 
     info = study_info(study)
@@ -637,24 +774,30 @@ def write_report(
     out.mkdir(parents=True, exist_ok=True)
     df = trials_frame(study)
     df.to_csv(out / "trials.csv", index=False)
-    name = study.study_name
-    goal = f"{info['monitor']} >= {info['target']:g}"
-    figures = [
-        plot_optimization_history(
-            optimization_history(df), info["max_epochs"], f"{name}: optimization history ({goal})", out / "history.png"
+    name = _label(study.study_name)
+    goal = f"{_label(info['monitor'], 30)} >= {info['target']:g}"
+    drawings = {
+        "history.png": lambda path: plot_optimization_history(
+            optimization_history(df), info["max_epochs"], f"{name}: optimization history ({goal})", path
         ),
-        plot_epochs_vs_params(
-            epochs_vs_params(df, info["max_epochs"]),
-            info["max_epochs"],
-            f"{name}: epochs to {goal} vs. model size",
-            out / "epochs_vs_params.png",
+        "epochs_vs_params.png": lambda path: plot_epochs_vs_params(
+            epochs_vs_params(df, info["max_epochs"]), info["max_epochs"], f"{name}: epochs to {goal} vs. model size", path
         ),
-        plot_importances(importances(study), f"{name}: parameter importances", out / "importances.png"),
-        plot_learning_curves(best_curves(study, top), info["monitor"], info["target"], out / "best_curves.png"),
-        plot_confirmation(
-            confirmation_table(study, info), info["max_epochs"], f"{name}: epochs to {goal} over seeds", out / "confirmation.png"
+        "importances.png": lambda path: plot_importances(importances(study), f"{name}: parameter importances", path),
+        "best_curves.png": lambda path: plot_learning_curves(best_curves(study, top), info["monitor"], info["target"], path),
+        "confirmation.png": lambda path: plot_confirmation(
+            confirmation_table(study, info), info["max_epochs"], f"{name}: epochs to {goal} over seeds", path
         ),
-    ]
+    }
+    figures = []
+    for filename, draw in drawings.items():
+        try:
+            figures.append(draw(out / filename))
+        except Exception as e:  # noqa: BLE001 - one figure is never worth the report
+            plt.close("all")
+            if (out / filename).is_file():
+                (out / filename).unlink()  # a half-written figure
+            _warn(f"figure {filename} not drawn: {_first_line(e)}")
     test = None
     try:
         best = study.best_trial

@@ -1,6 +1,11 @@
 """``python -m hpo.run COMMAND ...``: the command line (see :mod:`hpo.cli`)."""
 
-from hpo.cli import cli, main
+import sys
+
+try:
+    from hpo.cli import cli, main
+except KeyboardInterrupt:  # Ctrl-C while Python imports the command line: no traceback
+    sys.exit(130)
 
 __all__ = ["cli", "main"]
 

@@ -11,8 +11,14 @@ sampler and pruner once, and checks ``study.enqueue`` against the space's distri
 
 from __future__ import annotations
 
+import builtins
+import collections.abc
+import functools
 import inspect
 import math
+import sys
+import types
+import typing
 import warnings
 from typing import Any
 
@@ -20,10 +26,18 @@ import optuna
 from optuna.pruners import BasePruner
 from optuna.trial import TrialState
 
-from hpo.config import StudyConfig
+from hpo.config import MAX_OPTION, MAX_SEED, Bound, StudyConfig, derive_seed, shown
 from hpo.errors import ConfigError
 
-__all__ = ["EpochCap", "check_config", "make_pruner", "make_sampler"]
+__all__ = ["EpochCap", "RESUME_SEED_STRIDE", "check_config", "make_pruner", "make_sampler", "sampler_seed"]
+
+# A resumed study's sampler is seeded ``study.seed + held * RESUME_SEED_STRIDE`` (mod 2**32).  The
+# stride is odd, so no two study sizes share a seed; and for studies under a million trials,
+# ``(held' - held) * RESUME_SEED_STRIDE`` stays at least 2,955 away from 0 (mod 2**32), so workers
+# seeded ``seed + i`` (at most MAX_WORKERS = 256 of them) never share a seed either.
+RESUME_SEED_STRIDE = 1_000_003
+# Numbers in sampler and pruner options; an option not listed takes [0, MAX_OPTION].
+OPTION_BOUNDS = {"n_ei_candidates": Bound(1, 10_000)}  # TPE draws this many candidates per parameter
 
 EPOCH_FRACTION_ATTR = "epoch_fraction"  # trial user attr: epochs of data per step (sub-epoch checks)
 
@@ -111,15 +125,103 @@ def check_config(cfg: StudyConfig) -> StudyConfig:
     return cfg
 
 
+class _NotFromFile:
+    """Stands for a type no study-file value has (a callable, an array, a trial)."""
+
+    def __class_getitem__(cls, item: Any) -> type:
+        return cls
+
+
+class _Names(dict):
+    """Names in an Optuna module's annotations, including those it imports only for type checkers."""
+
+    def __init__(self, module: types.ModuleType):
+        super().__init__(Callable=collections.abc.Callable, Sequence=collections.abc.Sequence, Mapping=collections.abc.Mapping)
+        self.module = module
+
+    def __missing__(self, name: str) -> Any:
+        if name in vars(self.module):
+            return vars(self.module)[name]
+        return getattr(builtins, name, _NotFromFile)
+
+
+@functools.cache
+def option_types(cls: type) -> dict[str, Any]:
+    """The type hints of ``cls``'s constructor ({} when they cannot be read)."""
+    module = sys.modules[cls.__module__]
+    try:
+        return typing.get_type_hints(cls.__init__, globalns=vars(module), localns=_Names(module))
+    except Exception:  # noqa: BLE001 - then only the constructor checks the values
+        return {}
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    """True if ``value``, as TOML or JSON gives it, is a value of the type ``hint``."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, a) for a in args)
+    if origin is typing.Literal:
+        return any(type(value) is type(a) and value == a for a in args)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if (origin or hint) in (list, tuple, collections.abc.Sequence):
+        return isinstance(value, list) and (not args or all(_fits(v, args[0]) for v in value))
+    if (origin or hint) in (dict, collections.abc.Mapping):
+        return isinstance(value, dict) and (len(args) < 2 or all(_fits(v, args[1]) for v in value.values()))
+    return False
+
+
+def _type_text(hint: Any) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(filter(None, (_type_text(a) for a in args if a is not type(None))))
+    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+    if hint in names:
+        return names[hint]
+    if origin is typing.Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    if (origin or hint) in (list, tuple, collections.abc.Sequence):
+        return "a list"
+    if (origin or hint) in (dict, collections.abc.Mapping):
+        return "a table"
+    return ""  # nothing a study file can give
+
+
+def _check_option(cls: type, key: str, name: str, value: Any, hint: Any) -> None:
+    """One option's value against the constructor's type hint and the bound of its numbers."""
+    where = f"{key}.{name}"
+    if hint is not None and not _fits(value, hint):
+        wanted = _type_text(hint)
+        if not wanted:
+            raise ConfigError(f"{cls.__name__} takes a Python object here (a function, an array): set it from Python", key=where)
+        raise ConfigError(f"{cls.__name__} takes {wanted} here, but got {shown(value)}", key=where)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        problem = OPTION_BOUNDS.get(name, Bound(0, MAX_OPTION)).problem(value)
+        if problem is not None:
+            raise ConfigError(problem, key=where)
+
+
 def _construct(cls: type, key: str, options: dict[str, Any], **given: Any) -> Any:
     import difflib
 
     valid = [p for p in inspect.signature(cls).parameters if p not in given]
-    for name in options:
+    hints = option_types(cls)
+    for name, value in options.items():
         if name not in valid:
             close = difflib.get_close_matches(name, valid, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else (f"; valid: {', '.join(valid)}" if valid else "; it takes none")
             raise ConfigError(f"{cls.__name__} has no option {name!r}{hint}", key=f"{key}.{name}")
+        _check_option(cls, key, name, value, hints.get(name))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -128,12 +230,24 @@ def _construct(cls: type, key: str, options: dict[str, Any], **given: Any) -> An
         raise ConfigError(f"{cls.__name__}: {str(e).splitlines()[0]}", key=key) from None
 
 
-def make_sampler(cfg: StudyConfig, seed_offset: int = 0) -> optuna.samplers.BaseSampler:
-    """The study's sampler, seeded with ``study.seed + seed_offset`` (no seed: random)."""
+def sampler_seed(seed: int | None, held: int = 0) -> int | None:
+    """The sampler's seed for a study that holds ``held`` trials: ``seed`` itself for a new study
+    (the same study file gives the same trials), else a seed past the draws that made the
+    trials held, in ``[0, 2**32 - 1]`` whatever the study's size (see :data:`RESUME_SEED_STRIDE`)."""
+    if seed is None:
+        return None
+    if not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"seed must be in [0, {MAX_SEED}], but got {seed=}.")
+    return derive_seed(seed, held * RESUME_SEED_STRIDE)
+
+
+def make_sampler(cfg: StudyConfig, held: int = 0) -> optuna.samplers.BaseSampler:
+    """The study's sampler, seeded with :func:`sampler_seed` of ``study.seed`` (no seed: random);
+    ``held``: the trials the study holds already (a re-run, or a recycled worker)."""
     from hpo.space import grid_search_space
 
     opts = dict(cfg.study.sampler_options)
-    seed = None if cfg.study.seed is None else cfg.study.seed + seed_offset
+    seed = sampler_seed(cfg.study.seed, held)
     key = "study.sampler_options"
     if cfg.study.sampler == "tpe":
         return _construct(optuna.samplers.TPESampler, key, opts, seed=seed)

@@ -13,6 +13,7 @@ never share a parameter with different meanings or ranges.
 from __future__ import annotations
 
 import dataclasses
+import decimal
 import math
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -20,7 +21,17 @@ from typing import Any
 import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
-from hpo.config import SPACE_SCHEMAS, Choice, Fixed, ParamSpec, StudyConfig, indexed_key, resolve_key, spec_values_max
+from hpo.config import (
+    MAX_GRID_POINTS,
+    SPACE_SCHEMAS,
+    Choice,
+    Fixed,
+    ParamSpec,
+    StudyConfig,
+    indexed_key,
+    resolve_key,
+    spec_values_max,
+)
 from hpo.errors import ConfigError
 
 __all__ = [
@@ -208,20 +219,42 @@ def distributions(cfg: StudyConfig) -> dict[str, BaseDistribution]:
 
 
 def grid_search_space(cfg: StudyConfig) -> dict[str, list[Any]]:
-    """The grid for ``study.sampler = "grid"``: lists and stepped ranges only."""
-    grid: dict[str, list[Any]] = {}
-    for name, key, dist in _all_distributions(cfg):
+    """The grid for ``study.sampler = "grid"``: lists and stepped ranges only, of at most
+    :data:`~hpo.config.MAX_GRID_POINTS` points (counted before any is made)."""
+    counts: dict[str, int] = {}
+    dists = list(_all_distributions(cfg))
+    for name, key, dist in dists:
         if isinstance(dist, CategoricalDistribution):
-            grid[name] = list(dist.choices)
+            counts[name] = len(dist.choices)
         elif dist.step is not None:
-            n = int(round((dist.high - dist.low) / dist.step)) + 1
-            values = [dist.low + i * dist.step for i in range(n)]
-            grid[name] = [int(v) for v in values] if isinstance(dist, IntDistribution) else values
+            counts[name] = int((_exact(dist.high) - _exact(dist.low)) // _exact(dist.step)) + 1
         else:
             raise ConfigError("the grid sampler needs a list or a stepped range here, not a continuous range", key=key)
-    if not grid:
+    if not counts:
         raise ConfigError("the grid sampler needs at least one searched key in the space", key="study.sampler")
+    points = math.prod(counts.values())
+    if points > MAX_GRID_POINTS:
+        largest = sorted(counts.items(), key=lambda kv: -kv[1])[:3]
+        what = ", ".join(f"{name} {n}" for name, n in largest)
+        size = f"{points:,}" if points < 10**15 else f"about 10^{len(str(points)) - 1}"
+        raise ConfigError(
+            f"the grid holds {size} points (the product of the value counts; largest: {what}), "
+            f"at most {MAX_GRID_POINTS:,} may be searched: use fewer values, a larger step or another sampler",
+            key="study.sampler",
+        )
+    grid: dict[str, list[Any]] = {}
+    for name, _, dist in dists:
+        if isinstance(dist, CategoricalDistribution):
+            grid[name] = list(dist.choices)
+        elif isinstance(dist, IntDistribution):
+            grid[name] = list(range(dist.low, dist.high + 1, dist.step))
+        else:  # exact decimal steps: 0.1 * 3 is 0.3 here, not 0.30000000000000004
+            grid[name] = [float(_exact(dist.low) + i * _exact(dist.step)) for i in range(counts[name])]
     return grid
+
+
+def _exact(x: float) -> decimal.Decimal:
+    return decimal.Decimal(str(x))
 
 
 class _Probe:

@@ -8,10 +8,10 @@ for many workers sharing one study.  URLs are shown with the password hidden, al
 from __future__ import annotations
 
 import copy
-import logging
 import os
 import random
 import re
+import stat
 import time
 import warnings
 import weakref
@@ -30,6 +30,9 @@ __all__ = [
     "mask_url",
     "requeue_trial",
     "resolve_url",
+    "use_wal",
+    "check_sqlite_file",
+    "EmptyStorage",
 ]
 
 DEFAULT_STORAGE = "sqlite:///studies/hpo.db"
@@ -40,66 +43,23 @@ INIT_ATTEMPTS = 6  # workers starting at the same instant race to create the tab
 
 
 def resolve_url(url: str | None) -> str:
-    """``--storage`` wins, then ``HPO_STORAGE`` (an empty one counts as unset), then the default
-    SQLite file."""
-    return url or os.environ.get("HPO_STORAGE") or DEFAULT_STORAGE
+    """``--storage``, else ``HPO_STORAGE`` (an empty one counts as unset), else the default SQLite
+    file.  Both given and different is refused: work would land in a storage the user did not
+    mean (a stale export, or a flag left in a job script)."""
+    env = os.environ.get("HPO_STORAGE")
+    if url and env and url != env:
+        raise StorageError(
+            f"--storage {mask_url(url)!r} and $HPO_STORAGE {mask_url(env)!r} name different storages: give one of them"
+        )
+    return url or env or DEFAULT_STORAGE
 
 
-# ``[SCHEME:][//]USER:PASSWORD@``, the password read as SQLAlchemy reads it (anything up to the
-# next "@", slashes and colons included), also where the scheme is missing or misspelt.
-_USERINFO = re.compile(r"(?P<head>(?:[\w+]+:/+|(?![\w+]+:/))[^:/]*:)(?P<password>[^@]*)@")
-
-
-def mask_url(url: str) -> str:
-    """The URL with its password replaced by ``***`` (also for URLs SQLAlchemy cannot parse)."""
-    m = _USERINFO.match(url)
-    return f"{m['head']}***@{url[m.end() :]}" if m and m["password"] else url
-
-
-def _password(url: str) -> str | None:
-    m = _USERINFO.match(url)
-    return m["password"] if m and m["password"] else None
-
-
-def _scrub(text: str, url: str) -> str:
-    pw = _password(url)
-    first = text.strip().splitlines()[0] if text.strip() else text
-    return first.replace(pw, "***") if pw else first
-
-
-def _host(url: str) -> str:
-    m = _USERINFO.match(url)
-    rest = url[m.end() :] if m else re.sub(r"^[^/]*//(?:[^@/]*@)?", "", url)
-    return re.match(r"[^/?]*", rest).group(0) or "localhost"
-
-
-class _HidePassword(logging.Filter):
-    def __init__(self, password: str):
-        super().__init__()
-        self.password = password
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        if self.password in message:
-            record.msg, record.args = message.replace(self.password, "***"), None
-        return True
-
-
-def hide_password_in_logs(url: str) -> None:
-    """Replace the password of ``url`` by ``***`` in every line Optuna, SQLAlchemy or hpo logs."""
-    pw = _password(url)
-    if not pw:
-        return
-    import optuna.logging
-
-    flt = _HidePassword(pw)
-    loggers = [logging.getLogger(), logging.getLogger("optuna"), logging.getLogger("sqlalchemy")]
-    optuna.logging.get_logger("optuna")  # make sure Optuna's own handler exists
-    for logger in loggers:
-        logger.addFilter(flt)
-        for handler in logger.handlers:
-            if not any(isinstance(f, _HidePassword) and f.password == pw for f in handler.filters):
-                handler.addFilter(flt)
+# Passwords are found and hidden in hpo.redact (kept importable from here).
+from hpo.redact import host_of as _host  # noqa: E402
+from hpo.redact import mask_url  # noqa: E402
+from hpo.redact import one_line as _scrub  # noqa: E402
+from hpo.redact import password_of as _password  # noqa: E402, F401
+from hpo.redact import register_url as hide_password_in_logs  # noqa: E402
 
 
 def _is_creation_race(error: Exception) -> bool:
@@ -115,14 +75,14 @@ def _is_creation_race(error: Exception) -> bool:
 def _grpc_storage(url: str) -> optuna.storages.BaseStorage:
     m = re.fullmatch(r"grpc://([^:/]+):(\d+)/?", url)
     if not m:
-        raise StorageError(f"malformed gRPC storage URL {url!r}: expected grpc://HOST:PORT")
+        raise StorageError(f"malformed gRPC storage URL {mask_url(url)!r}: expected grpc://HOST:PORT")
     host, port = m.group(1), int(m.group(2))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             proxy = optuna.storages.GrpcStorageProxy(host=host, port=port)
     except ImportError as e:
-        raise StorageError(f"no gRPC support for {url} ({e.name or e}): pip install 'hpo[grpc]'") from None
+        raise StorageError(f"no gRPC support for {mask_url(url)} ({e.name or e}): pip install 'hpo[grpc]'") from None
     try:
         proxy.wait_server_ready(timeout=CONNECT_TIMEOUT)
     except Exception:  # grpc.FutureTimeoutError
@@ -134,8 +94,10 @@ def _grpc_storage(url: str) -> optuna.storages.BaseStorage:
     return proxy
 
 
-def _sqlite_wal(storage: optuna.storages.RDBStorage) -> None:
-    """Write-ahead log and ``synchronous=NORMAL`` on every connection to a SQLite study file.
+def use_wal(storage: Any) -> None:
+    """Write-ahead log and ``synchronous=NORMAL`` on every connection to a SQLite study file (no
+    effect on other storages).  Only a study that passed its checks switches a file to it: the
+    journal mode is stored in the file, for good.
 
     A trial makes ~25 small commits (reports, user attributes); in SQLite's default mode each
     one waits for the disk (fsync).  With the write-ahead log, commits append to ``FILE-wal``
@@ -146,16 +108,20 @@ def _sqlite_wal(storage: optuna.storages.RDBStorage) -> None:
     """
     import sqlalchemy
 
+    storage = getattr(storage, "_backend", storage)  # under Optuna's cache
+    engine = getattr(storage, "engine", None)
+    if engine is None or engine.dialect.name != "sqlite" or getattr(engine, "_hpo_wal", False):
+        return
+
     def on_connect(dbapi_connection: Any, _record: Any) -> None:
         cursor = dbapi_connection.cursor()
-        if storage.url.rsplit("/", 1)[-1] != ":memory:":
-            cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
 
-    sqlalchemy.event.listen(storage.engine, "connect", on_connect)
-    storage.engine.dispose()  # connections made while the tables were created do not have it
-    _SQLITE_ENGINES.add(storage.engine)
+    sqlalchemy.event.listen(engine, "connect", on_connect)
+    engine._hpo_wal = True
+    engine.dispose()  # connections made before do not have it
 
 
 _SQLITE_ENGINES: weakref.WeakSet[Any] = weakref.WeakSet()
@@ -200,20 +166,161 @@ class HeartbeatRDBStorage(optuna.storages.RDBStorage):
         return super().set_trial_state_values(trial_id, state, values)
 
 
+MODES = ("write", "read", "browse")  # see make_storage
+
+
+class EmptyStorage(StorageError):
+    """A database without Optuna's tables: it holds no studies (reading commands do not create them)."""
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file behind an SQLite URL, None for other URLs.
+
+    In-memory databases are refused: each connection would see another empty database, and
+    nothing is kept after the command.
+    """
+    if not url.startswith("sqlite"):
+        return None
+    import sqlalchemy.engine
+    import sqlalchemy.exc
+
+    shown = mask_url(url)
+    try:
+        parsed = sqlalchemy.engine.make_url(url)
+    except (sqlalchemy.exc.ArgumentError, ValueError) as e:
+        raise StorageError(f"malformed storage URL {shown!r}: {_scrub(str(e), url)}") from None
+    database = parsed.database or ""
+    if not database or database == ":memory:" or parsed.query.get("mode") == "memory":
+        raise StorageError(
+            f"{shown} is an in-memory database, which keeps nothing after the command: give a file, e.g. {DEFAULT_STORAGE}"
+        )
+    if parsed.query:
+        raise StorageError(
+            f"{shown}: SQLite URLs take no options here (got {', '.join(sorted(parsed.query))}): give sqlite:///PATH"
+        )
+    return Path(database)
+
+
+_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device"))
+
+
+def check_sqlite_file(url: str, *, create: bool) -> Path | None:
+    """The SQLite file of ``url`` (None for other URLs), checked before SQLite opens it.
+
+    It must be a regular file -- SQLite would hang on a FIFO and fail obscurely on a folder or a
+    device -- or, with ``create``, be missing in a folder that exists or can be made.  Reading
+    commands (``create=False``) never create a file where a typo pointed.
+    """
+    path = sqlite_file(url)
+    if path is None:
+        return None
+    shown = mask_url(url)
+    try:
+        mode = path.stat().st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        if not create:
+            raise StorageError(f"no SQLite file {str(path)!r} (storage {shown}): run a study first or check --storage") from None
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StorageError(f"cannot create the folder of {shown}: {e.strerror}") from None
+        return path
+    except OSError as e:  # a symlink loop, a name too long, no permission
+        raise StorageError(f"cannot use {shown}: {e.strerror or e}") from None
+    kind = next((what for test, what in _KINDS if test(mode)), None if stat.S_ISREG(mode) else "not a regular file")
+    if kind is not None:
+        raise StorageError(f"cannot use {shown}: {str(path)!r} is {kind}, not an SQLite file")
+    return path
+
+
+def _writable(path: Path) -> bool:
+    return os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)
+
+
+def _read_only_url(path: Path) -> str:
+    """An SQLite URL that opens ``path`` on read-only media: read-only and ``immutable``, since
+    SQLite could not even make the lock files a read needs."""
+    from urllib.parse import quote
+
+    return f"sqlite:///file:{quote(str(path.absolute()))}?mode=ro&immutable=1&uri=true"
+
+
+def _query_only(engine: Any) -> None:
+    """Every connection of ``engine`` refuses writes (``PRAGMA query_only``).  Unlike a read-only
+    open, such a connection still removes the write-ahead log's ``-wal`` and ``-shm`` files when
+    it is the last to close, so reading leaves the folder as it was."""
+    import sqlalchemy
+
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA query_only = ON")
+        cursor.close()
+
+    sqlalchemy.event.listen(engine, "connect", on_connect)
+    engine.dispose()
+
+
+def _check_tables(url: str, shown: str, engine_kwargs: dict[str, Any], mode: str, sqlite: bool) -> None:
+    """Before Optuna touches the database: refuse one that is no Optuna storage.
+
+    Reading (``read``, ``browse``) needs Optuna's tables and never creates them; ``write`` creates
+    them in an empty database (or a PostgreSQL/MySQL database shared with other applications'
+    tables), never in an SQLite file of another application.
+    """
+    import sqlalchemy
+    from optuna.storages._rdb import models
+
+    engine = sqlalchemy.create_engine(url, **engine_kwargs)
+    try:
+        names = set(sqlalchemy.inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+    ours = set(models.BaseModel.metadata.tables)
+    if names & ours:
+        missing = ours - names
+        if missing and mode != "write":
+            raise StorageError(
+                f"{shown} was made by another Optuna version (no table {sorted(missing)[0]!r}): "
+                f"upgrade it with: optuna storage upgrade --storage URL"
+            )
+        return
+    if not names:
+        if mode != "write":
+            raise EmptyStorage(f"no studies in {shown}: it holds no Optuna tables (python -m hpo.run study creates them)")
+        return
+    if mode == "write" and not sqlite:
+        return
+    listed = ", ".join(sorted(names)[:4]) + (", ..." if len(names) > 4 else "")
+    raise StorageError(f"{shown} is no Optuna storage: it holds other tables ({listed}) and none of Optuna's")
+
+
 def make_storage(
     url: str,
     *,
     heartbeat_interval: int | None = 30,
     grace_period: int | None = None,
     max_retry: int = 2,
+    mode: str = "write",
 ) -> optuna.storages.BaseStorage:
     """Build the storage behind ``url``; errors are one line naming the URL without password.
+
+    ``mode``:
+
+    * ``"write"`` (running a study): Optuna's tables are created where missing.  Call
+      :func:`use_wal` once the study's checks have passed.
+    * ``"read"`` (``list``, ``report``): connections that cannot write (SQLite with ``query_only``,
+      opened read-only and immutable on read-only media; PostgreSQL and MySQL sessions in read-only transactions), no
+      heartbeat; a database without Optuna's tables raises :class:`EmptyStorage`.
+    * ``"browse"`` (the dashboard): like ``read``, but its users may write notes or delete
+      studies through it, so the connections can write where the storage can.
 
     ``grpc://HOST:PORT`` joins a storage served by ``python -m hpo.run proxy`` (no heartbeat:
     Optuna's gRPC proxy cannot record one, so crashed trials there stay RUNNING).
     ``heartbeat_interval=None`` gives an RDB storage without heartbeat (the proxy's own: the
     trials it creates for its workers get no heartbeat, so no other worker fails them).
     """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, but got {mode!r}")
     shown = mask_url(url)
     scheme = url.split("://", 1)[0] if "://" in url else ""
     if not scheme:
@@ -228,16 +335,20 @@ def make_storage(
     except (sqlalchemy.exc.ArgumentError, ValueError) as e:  # a port that is not a number, a stray bracket
         raise StorageError(f"malformed storage URL {shown!r}: {_scrub(str(e), url)}") from None
     engine_kwargs: dict[str, Any] = {"pool_pre_ping": True}
-    if scheme.startswith("sqlite"):
-        path = url.split(":///", 1)[1] if ":///" in url else ""
-        if path and path != ":memory:":
-            try:
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
-            except OSError as e:
-                raise StorageError(f"cannot create the folder of {shown}: {e.strerror}") from None
+    sqlite = scheme.startswith("sqlite")
+    open_url = url
+    if sqlite:
+        path = check_sqlite_file(url, create=mode == "write")
+        if mode != "write" and not _writable(path):
+            open_url = _read_only_url(path)
         engine_kwargs["connect_args"] = {"timeout": 60}
     elif scheme.startswith("postgresql") or scheme.startswith("mysql"):
-        engine_kwargs.update(pool_size=POOL_SIZE, max_overflow=MAX_OVERFLOW, connect_args={"connect_timeout": CONNECT_TIMEOUT})
+        connect_args: dict[str, Any] = {"connect_timeout": CONNECT_TIMEOUT}
+        if mode == "read" and scheme.startswith("postgresql"):
+            connect_args["options"] = "-c default_transaction_read_only=on"
+        elif mode == "read":
+            connect_args["init_command"] = "SET SESSION TRANSACTION READ ONLY"
+        engine_kwargs.update(pool_size=POOL_SIZE, max_overflow=MAX_OVERFLOW, connect_args=connect_args)
     else:
         raise StorageError(
             f"unsupported storage URL {shown!r}: use sqlite:///, postgresql+psycopg2://, mysql+pymysql:// or grpc://"
@@ -245,21 +356,28 @@ def make_storage(
     hide_password_in_logs(url)
     for attempt in range(INIT_ATTEMPTS):
         try:
+            _check_tables(open_url, shown, engine_kwargs, mode, sqlite)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                if heartbeat_interval is None:
-                    storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+                if mode != "write":
+                    storage = optuna.storages.RDBStorage(open_url, engine_kwargs=engine_kwargs, skip_table_creation=True)
+                elif heartbeat_interval is None:
+                    storage = optuna.storages.RDBStorage(open_url, engine_kwargs=engine_kwargs)
                 else:
                     storage = HeartbeatRDBStorage(
-                        url,
+                        open_url,
                         engine_kwargs=engine_kwargs,
                         heartbeat_interval=heartbeat_interval,
                         grace_period=grace_period,
                         heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry),
                     )
-                if scheme.startswith("sqlite"):
-                    _sqlite_wal(storage)
+                if sqlite:
+                    if mode == "read":
+                        _query_only(storage.engine)
+                    _SQLITE_ENGINES.add(storage.engine)
                 return storage
+        except StorageError:
+            raise
         except ImportError as e:  # Optuna re-raises the driver's ImportError as its own, without the name
             missing = getattr(e.__cause__, "name", None) or e.name or e
             extra, driver = ("postgres", "postgresql+psycopg2") if scheme.startswith("postgresql") else ("mysql", "mysql+pymysql")
@@ -267,11 +385,11 @@ def make_storage(
                 f"no database driver for {shown} (no module {missing!r}): use {driver}:// and pip install 'hpo[{extra}]'"
             ) from None
         except Exception as e:  # SQLAlchemy's errors carry the driver's message in .orig
-            if attempt + 1 < INIT_ATTEMPTS and _is_creation_race(e):
+            if mode == "write" and attempt + 1 < INIT_ATTEMPTS and _is_creation_race(e):
                 time.sleep(random.uniform(0.1, 0.5) * (attempt + 1))
                 continue
             orig = getattr(e, "orig", None) or e
-            where = "" if scheme.startswith("sqlite") else f" (host {_host(url)})"
+            where = "" if sqlite else f" (host {_host(url)})"
             raise StorageError(f"cannot open storage {shown}{where}: {_scrub(str(orig), url)}") from None
     raise AssertionError("unreachable")
 
@@ -293,12 +411,3 @@ def requeue_trial(study: optuna.Study, storage: Any, trial: optuna.trial.FrozenT
         retry(study, copy.deepcopy(trial))
     waiting = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))
     return any(t.system_attrs.get("retry_history", [])[-1:] == [trial.number] for t in waiting)
-
-
-def existing_sqlite(url: str) -> str:
-    """Reading commands must not create an empty SQLite file where a typo pointed."""
-    if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
-        path = Path(url[len("sqlite:///") :])
-        if not path.is_file():
-            raise StorageError(f"no SQLite file {str(path)!r} (storage {url}): run a study first or check --storage")
-    return url

@@ -9,6 +9,7 @@ reading commands find the objective there, and ``confirm`` rebuilds the study fr
 from __future__ import annotations
 
 import dataclasses
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -18,9 +19,11 @@ from optuna.distributions import check_distribution_compatibility
 
 from hpo.config import StudyConfig, parse_config
 from hpo.errors import HpoError, StudyMismatchError
+from hpo.names import printable
 from hpo.note import save_study_note
 from hpo.search import make_pruner, make_sampler
 from hpo.space import distributions
+from hpo.storage import use_wal
 
 __all__ = [
     "STUDY_ATTR",
@@ -49,7 +52,7 @@ def load_study(name: str, storage: optuna.storages.BaseStorage) -> optuna.Study:
         return optuna.load_study(study_name=name, storage=storage)
     except KeyError:
         names = sorted(s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False))
-        known = ", ".join(names) if names else "none"
+        known = ", ".join(printable(n) for n in names) if names else "none"  # names anyone may have chosen
         raise HpoError(f"no study named {name!r} in this storage; studies: {known}") from None
 
 
@@ -58,16 +61,22 @@ def study_info(study: optuna.Study) -> StudyInfo:
     attr = study.user_attrs.get(STUDY_ATTR)
     if not isinstance(attr, dict) or "identity" not in attr:
         raise HpoError(f"study {study.study_name!r} was not created by hpo (it has no {STUDY_ATTR!r} user attribute)")
-    ident = attr["identity"]
-    data = dict(attr.get("data") or {"dataset": ident.get("data.dataset", "fashion_mnist")})
-    return StudyInfo(
-        monitor=ident["objective.monitor"],
-        target=float(ident["objective.target"]),
-        max_epochs=int(ident["objective.max_epochs"]),
-        dataset=ident.get("data.dataset", data.get("dataset")),
-        data=data,
-        confirm_seeds=int(((attr.get("config") or {}).get("study") or {}).get("confirm_seeds", 3)),
-    )
+    try:  # anyone can write a study's attributes in a shared storage
+        ident = attr["identity"]
+        data = dict(attr.get("data") or {"dataset": ident.get("data.dataset", "fashion_mnist")})
+        info = StudyInfo(
+            monitor=str(ident["objective.monitor"]),
+            target=float(ident["objective.target"]),
+            max_epochs=int(ident["objective.max_epochs"]),
+            dataset=str(ident.get("data.dataset", data.get("dataset"))),
+            data=data,
+            confirm_seeds=int(((attr.get("config") or {}).get("study") or {}).get("confirm_seeds", 3)),
+        )
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as e:
+        raise HpoError(
+            f"study {study.study_name!r}: its {STUDY_ATTR!r} user attribute is damaged ({type(e).__name__}: {e!r})"
+        ) from None
+    return info
 
 
 def open_study(
@@ -79,9 +88,12 @@ def open_study(
 ) -> optuna.Study:
     """Create the study or join it by name; refuse to resume one whose costs mean something else.
 
-    A new study records ``artifact_dir`` (made absolute), where its artifacts are kept.
+    A new study records ``artifact_dir`` (made absolute), where its artifacts are kept.  A study
+    that another program made is joined only while it is empty (hpo stores its settings on it
+    then); one holding trials is refused, since nothing says what its values mean.
 
-    Nothing is written when the study exists and does not match.
+    Nothing is written when the study exists and does not match.  An SQLite file is switched to
+    its write-ahead log (:func:`hpo.storage.use_wal`) only once the study is open.
     """
     name = study_name or cfg.study.name
     sampler, pruner = make_sampler(cfg), make_pruner(cfg)
@@ -93,6 +105,8 @@ def open_study(
     if study is not None:
         if study.directions != [optuna.study.StudyDirection.MINIMIZE]:
             raise StudyMismatchError(f"study {name!r} exists and is not a minimize study: choose another --study-name")
+        if not isinstance(study.user_attrs.get(STUDY_ATTR), dict):
+            study = _adopt(study, cfg, identity, artifact_dir)
         stored = study.user_attrs.get(STUDY_ATTR, {}).get("identity", {})
         for key, value in identity.items():
             if key in stored and stored[key] != value:
@@ -101,32 +115,62 @@ def open_study(
                     "costs under different settings cannot be compared: use another --study-name"
                 )
         _check_space(cfg, study, distributions(cfg))
+        use_wal(storage)
         return study
     study = optuna.create_study(
         storage=storage, study_name=name, direction="minimize", sampler=sampler, pruner=pruner, load_if_exists=True
     )
     if STUDY_ATTR not in study.user_attrs:
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                study.set_metric_names(["epochs_to_target"])
-            study.set_user_attr(
-                STUDY_ATTR,
-                {
-                    "identity": identity,
-                    "source": cfg.source,
-                    "data": dataclasses.asdict(cfg.data),
-                    "config": cfg.raw,
-                    **({ARTIFACT_DIR_KEY: str(Path(artifact_dir).absolute())} if artifact_dir is not None else {}),
-                },
-            )
+            _store_settings(study, cfg, identity, artifact_dir)
         except Exception:  # another worker created the same study at the same instant and wrote them first
             if STUDY_ATTR not in optuna.load_study(study_name=name, storage=storage).user_attrs:
                 raise
         else:
             enqueue_warm_start(study, cfg)
             save_note(study, cfg)
+    use_wal(storage)
     return study
+
+
+ADOPT_WAIT = 5.0  # seconds a study without settings and trials may be another hpo worker's, just created
+
+
+def _adopt(study: optuna.Study, cfg: StudyConfig, identity: dict[str, Any], artifact_dir: Any) -> optuna.Study:
+    """A study without hpo's settings: refused when it holds trials; when empty, first given the
+    moment another hpo worker that has just created it needs to store them, then adopted."""
+    deadline = time.monotonic() + ADOPT_WAIT
+    while True:  # user_attrs and get_trials read the storage each time
+        if isinstance(study.user_attrs.get(STUDY_ATTR), dict):
+            return study
+        if study.get_trials(deepcopy=False):
+            raise StudyMismatchError(
+                f"study {study.study_name!r} was not created by hpo (it stores no objective settings) and holds trials "
+                "whose values hpo cannot interpret: choose a new --study-name"
+            )
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(0.25)
+    _store_settings(study, cfg, identity, artifact_dir)
+    enqueue_warm_start(study, cfg)
+    save_note(study, cfg)
+    return study
+
+
+def _store_settings(study: optuna.Study, cfg: StudyConfig, identity: dict[str, Any], artifact_dir: Any) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(["epochs_to_target"])
+    study.set_user_attr(
+        STUDY_ATTR,
+        {
+            "identity": identity,
+            "source": cfg.source,
+            "data": dataclasses.asdict(cfg.data),
+            "config": cfg.raw,
+            **({ARTIFACT_DIR_KEY: str(Path(artifact_dir).absolute())} if artifact_dir is not None else {}),
+        },
+    )
 
 
 def enqueue_warm_start(study: optuna.Study, cfg: StudyConfig) -> None:

@@ -100,6 +100,11 @@ class Signals:
             self.hold = True
             raise self.exception()
 
+    def checkpoint(self) -> None:
+        """Raise now a signal that came while held."""
+        if self.received is not None:
+            raise self.exception()
+
 
 @contextlib.contextmanager
 def handling_signals() -> Iterator[Signals]:
@@ -124,8 +129,10 @@ def handling_signals() -> Iterator[Signals]:
 def check_spec(spec: WorkerSpec) -> None:
     """Flags that are bad input, found before anything is stored or created (by
     :func:`run_worker` and :func:`hpo.launch.run_workers`, first thing)."""
+    from hpo.config import check_run
     from hpo.folders import check_folder
 
+    check_run(n_trials=spec.n_trials, timeout=spec.timeout, seed=spec.seed, threads=spec.threads)
     if spec.tensorboard_batches and not spec.tensorboard:
         raise HpoError("--tensorboard-batches needs --tensorboard DIR")
     if spec.tensorboard:
@@ -159,20 +166,49 @@ def run_worker(
     runs once the study is open, before the first trial.  ``account`` is the command's account
     so far (a recycled worker's), updated in place."""
     from hpo.data import prepare
-    from hpo.folders import check_folder
-    from hpo.quiet import import_tensorflow
-    from hpo.storage import mask_url
-    from hpo.study import artifact_folder, check_artifact_folder, open_study
+    from hpo.study import artifact_folder, open_study
 
     n_trials = spec.n_trials if spec.n_trials is not None else cfg.study.n_trials
     timeout = spec.timeout if spec.timeout is not None else cfg.study.timeout
     account = account if account is not None else Account(asked=n_trials)
-    check_spec(spec)
-    split = prepare(cfg.data)  # data errors surface before anything is stored
-    storage = make_study_storage(url, cfg)
-    study = open_study(cfg, storage, spec.study_name, artifact_dir=artifact_folder(url, spec.artifact_dir))
-    if on_open is not None:
-        on_open(study)
+    # Start-up (data, study, TensorFlow) holds signals and checks for them between its steps: an
+    # exception raised by the handler anywhere could land in a finalizer, where Python prints
+    # "Exception ignored" and drops it.
+    signals.hold = True
+    try:
+        check_spec(spec)
+        split = prepare(cfg.data)  # data errors surface before anything is stored
+        signals.checkpoint()
+        storage = make_study_storage(url, cfg)
+        study = open_study(cfg, storage, spec.study_name, artifact_dir=artifact_folder(url, spec.artifact_dir))
+        signals.checkpoint()
+        if on_open is not None:
+            on_open(study)
+        return _run_opened(cfg, url, spec, signals, account, n_trials, timeout, split, storage, study)
+    except KeyboardInterrupt:
+        if signals.received is not None:  # one that came while trials ran is handled there
+            what = "terminated" if signals.code == EXIT_TERMINATED else "interrupted"
+            print(f"hpo: {what} before the first trial started; no trial was run", file=sys.stderr, flush=True)
+        raise
+
+
+def _run_opened(
+    cfg: Any,
+    url: str,
+    spec: WorkerSpec,
+    signals: Signals,
+    account: Account,
+    n_trials: int | None,
+    timeout: float | None,
+    split: Any,
+    storage: Any,
+    study: Any,
+) -> WorkerResult:
+    from hpo.folders import check_folder
+    from hpo.quiet import import_tensorflow
+    from hpo.storage import mask_url
+    from hpo.study import artifact_folder, check_artifact_folder
+
     folder = artifact_folder(url, spec.artifact_dir, study=study) if spec.artifacts else None
     artifact_store = None
     if folder is not None:
@@ -186,6 +222,7 @@ def run_worker(
         _one_line_artifact_warnings(str(folder))
 
     import_tensorflow()
+    signals.checkpoint()
     if spec.threads is not None:
         import tensorflow as tf
 
@@ -225,9 +262,11 @@ def run_worker(
         # sampler past them, or it would repeat the random draws of the run that made them.
         from hpo.search import make_sampler
 
-        study.sampler = make_sampler(cfg, seed_offset=held * 1_000_003)  # far from other workers' seed + i
+        study.sampler = make_sampler(cfg, held=held)  # far from other workers' seed + i, for any study size
     recycle = cfg.study.recycle_after
     budget = _Budget(n_trials, recycle or None, cfg.study.confirming)
+    if not spec.debug:  # before the progress bar, whose log handler takes the filters along
+        _no_traceback_for_failed_trials()
     progress = Progress(account, enabled=spec.progress and (n_trials is not None or timeout is not None or cfg.study.confirming))
     trial_callbacks = [run.after_trial]
     if cfg.study.confirming:
@@ -236,10 +275,8 @@ def run_worker(
         trial_callbacks.append(Confirmation(cfg.study.confirm_seeds, on_answer=_note_saver(cfg)))
     trial_callbacks += [budget.after_trial, progress.after_trial]
     capped = False
-    if not spec.debug:
-        _no_traceback_for_failed_trials()
     started = time.perf_counter()
-    signals.hold = True  # from here on a signal ends a trial only while it trains (Signals)
+    signals.checkpoint()  # from here on a signal ends a trial only while it trains (Signals)
     try:
         if cfg.study.max_trials is None:
             if budget.more(study):
@@ -255,11 +292,12 @@ def run_worker(
         elif _optimize_capped(study, objective, cfg.study.max_trials, budget, timeout, run, trial_callbacks):
             capped = True
             progress.write(f"study.max_trials = {cfg.study.max_trials} reached: this worker stops")
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, _NotStarted):
         if signals.received is None:
             progress.close()
             raise
-        # Optuna stored the running trial as FAIL; run.interrupted() re-queues it.
+        # Optuna stored the running trial as FAIL, and run.interrupted() re-queues it; or the
+        # signal came while Optuna created the trial, which is WAITING again.
     except Exception as e:
         progress.close()
         cause = database_error_in(e)
@@ -366,15 +404,19 @@ class _StudyRun:
         self.cfg = cfg
         self.signals = signals
         self.interrupted_trial: int | None = None  # number of the trial a signal ended
+        self.waiting_trial: int | None = None  # number of the trial a signal came before
         self.failures = 0  # failed trials in a row
         self.last_error: str | None = None
         self.failures_stopped = False
 
     def wrap(self, objective: Any) -> Any:
         def trial_run(trial: Any) -> float:
-            if self.signals.received is not None:  # came while Optuna created this trial
-                self.interrupted_trial = trial.number
-                raise self.signals.exception()
+            if self.signals.received is not None:  # came while Optuna created this trial: it has not started
+                from optuna.trial import TrialState
+
+                trial.storage.set_trial_state_values(trial._trial_id, TrialState.WAITING)
+                self.waiting_trial = trial.number
+                raise _NotStarted(trial.number)
             self.signals.hold = False
             try:
                 return objective(trial)
@@ -394,9 +436,11 @@ class _StudyRun:
         """Optuna callback, after each trial is stored."""
         from optuna.trial import TrialState
 
+        from hpo.names import printable
+
         if trial.state == TrialState.FAIL and trial.user_attrs.get("stop_reason") == "error":
             self.failures += 1
-            self.last_error = f"trial {trial.number}: {trial.user_attrs.get('error')}"
+            self.last_error = f"trial {trial.number}: {printable(trial.user_attrs.get('error'))}"
         elif trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
             self.failures = 0
         limit = self.cfg.study.max_consecutive_failures
@@ -418,6 +462,8 @@ class _StudyRun:
 
         what = "terminated" if self.signals.code == EXIT_TERMINATED else "interrupted"
         done = "no trial was running"
+        if self.waiting_trial is not None:
+            done = f"trial {self.waiting_trial} had not started and waits for the next run"
         if self.interrupted_trial is not None:
             trial = next(t for t in study.get_trials(deepcopy=False) if t.number == self.interrupted_trial)
             if trial.state == TrialState.FAIL:
@@ -430,15 +476,19 @@ class _StudyRun:
         return self.signals.code
 
 
+class _NotStarted(BaseException):
+    """A signal came while Optuna created the trial: the trial is WAITING again, for the next run.
+
+    A BaseException, so that Optuna neither catches it nor stores the trial as FAIL."""
+
+
 class _DropTrialFailedTraceback(logging.Filter):
-    """Optuna logs a failed trial with its traceback; the error's first line (in the log line
-    and the trial's ``error`` attribute) or hpo's line about a signal says what happened,
-    ``--debug`` shows the rest."""
+    """Optuna logs a failed trial with its traceback (a 40-line one for Ctrl-C, 60 lines for a
+    full disk); the error's first line (in the log line and the trial's ``error`` attribute) or
+    hpo's line about a signal or the storage says what happened, ``--debug`` shows the rest."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        from hpo.errors import TrialFailed
-
-        if record.exc_info and isinstance(record.exc_info[1], (TrialFailed, KeyboardInterrupt)):
+        if record.exc_info:
             record.exc_info, record.exc_text = None, None
         return True
 
@@ -454,20 +504,10 @@ def _no_traceback_for_failed_trials() -> None:
 def _one_line_artifact_warnings(folder: str) -> None:
     """An artifact that cannot be written is one ``hpo: warning:`` line per artifact, and a
     folder that cannot be written at all is said once at the start; trials run either way."""
-    import warnings
-
     from hpo.artifacts import ArtifactWarning, writable
+    from hpo.errors import warnings_as_lines
 
-    previous = warnings.showwarning
-
-    def show(message: Any, category: type, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
-        if issubclass(category, ArtifactWarning):
-            print(f"hpo: warning: {message}", file=sys.stderr, flush=True)
-        else:
-            previous(message, category, filename, lineno, file, line)
-
-    warnings.showwarning = show
-    warnings.simplefilter("always", ArtifactWarning)
+    warnings_as_lines(ArtifactWarning)
     reason = writable(folder)
     if reason is not None:
         print(

@@ -26,6 +26,7 @@ def cli_env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     env.pop("HPO_STORAGE", None)
+    env.pop("HPO_DASHBOARD_TOKEN", None)
     env.update(extra)
     return env
 

@@ -27,11 +27,11 @@ def test_keys_are_read():
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("study.max_trials=0", "study.max_trials: must be >= 1, but got 0"),
-        ("study.max_trials=2.5", "study.max_trials: must be an integer, but got 2.5"),
-        ("study.heartbeat_interval=0", "study.heartbeat_interval: must be >= 1, but got 0"),
+        ("study.max_trials=0", "study.max_trials: must be in [1, 1000000], but got 0"),
+        ("study.max_trials=2.5", "study.max_trials: must be an integer in [1, 1000000], but got 2.5"),
+        ("study.heartbeat_interval=0", "study.heartbeat_interval: must be in [1, 3600], but got 0"),
         ("study.grace_period=30", "study.grace_period: must be longer than study.heartbeat_interval (30 s), but got 30"),
-        ("study.max_retries=-1", "study.max_retries: must be >= 0, but got -1"),
+        ("study.max_retries=-1", "study.max_retries: must be in [0, 100], but got -1"),
         ("study.max_trial=5", "study.max_trial: unknown key; did you mean 'max_trials'?"),
     ],
 )
@@ -52,7 +52,7 @@ def test_trials_are_split_between_workers(total, workers, shares):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--workers", "0"], "argument --workers: must be >= 1, but got 0"),
+        (["--workers", "0"], "argument --workers: must be in [1, 256], but got 0"),
         (["--threads", "x"], "argument --threads: expected a whole number, but got 'x'"),
         (["--set", "study.grace_period=1", "--set", "study.heartbeat_interval=1"], "study.grace_period: must be longer"),
     ],

@@ -190,8 +190,8 @@ def test_every_suggested_name_is_a_declared_distribution():
         ({"filters_1x1_b0": 8}, "space.inception.filters_1x1_b0", "unknown key"),
         ({"stem_filters_s0": 8}, "space.inception.stem_filters_s0", "unknown key"),
         ({"down_filters_s0_b0": 8}, "space.inception.down_filters_s0_b0", "unknown key"),
-        ({"filters_3x3_s0": 0}, "space.inception.filters_3x3_s0", "must be >= 1"),
-        ({"batchnorm_momentum": 1}, "space.inception.batchnorm_momentum", "must be < 1"),
+        ({"filters_3x3_s0": 0}, "space.inception.filters_3x3_s0", "must be in [1, 1099511627776], but got 0"),
+        ({"batchnorm_momentum": 1}, "space.inception.batchnorm_momentum", "must be in (0, 1), but got 1"),
     ],
 )
 def test_bad_inception_spaces_are_refused_in_one_line(override, key, message):

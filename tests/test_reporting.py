@@ -6,8 +6,11 @@ and shared by the tests of this module; tests that add trials use their own copy
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 import shutil
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -21,6 +24,7 @@ from optuna.trial import TrialState
 from hpo.api import load_config
 from hpo.reporting import (
     BASE_COLUMNS,
+    ReportWarning,
     counts,
     epochs_vs_params,
     optimization_history,
@@ -193,12 +197,15 @@ def test_report_with_pruned_failed_and_no_artifacts(made, tmp_path):
     t = study.ask()
     t.set_user_attr("stop_reason", "error")
     study.tell(t, state=TrialState.FAIL)
-    done = write_report(study, tmp_path / "out", artifact_store=FileSystemArtifactStore(str(tmp_path / "empty")))
+    with pytest.warns(
+        ReportWarning, match=r"model artifact 'trial-\d{4}-model.keras' of trial \d is missing from the artifact store"
+    ):
+        done = write_report(study, tmp_path / "out", artifact_store=FileSystemArtifactStore(str(tmp_path / "empty")))
     assert done["rows"] == N_TRIALS + 2
     c = json.loads((tmp_path / "out" / "counts.json").read_text())
     assert c["state"] == {"COMPLETE": N_TRIALS, "FAIL": 1, "PRUNED": 1}
     assert c["stop_reason"]["error"] == 1 and c["stop_reason"]["none"] == 1
-    assert done["test"][0] is None and "not readable from the artifact store" in done["test"][1]
+    assert done["test"][0] is None and "is missing from the artifact store" in done["test"][1]
     assert "Test-set accuracy: not available" in (tmp_path / "out" / "summary.md").read_text()
     hist = optimization_history(trials_frame(study))
     assert list(hist["state"]).count("PRUNED") == 1 and hist["value"].iloc[-1] == 3.5
@@ -322,3 +329,118 @@ def test_confirmation_table_and_answer_section(tmp_path):
     assert "Confirmation cost 21 of the study's 34 training epochs (4 repeats, 0 dropped by the race)." in md
     df = trials_frame(study)
     assert list(df["repeat_of"].astype("object").where(df["repeat_of"].notna(), None)) == [None, 0, 0, None, 3, 3, None]
+
+
+# --------------------------------------------------------------------------------------------
+# A damaged artifact costs its own piece of the report, with a warning
+
+
+def _copy_with_model(made: dict, tmp_path: Path) -> tuple[str, Path, optuna.trial.FrozenTrial, object]:
+    """A copy of the study and its artifact folder; the best trial and its model's artifact meta."""
+    shutil.copy(made["root"] / "d.db", tmp_path / "d.db")
+    shutil.copytree(made["art"], tmp_path / "art")
+    url = f"sqlite:///{tmp_path / 'd.db'}"
+    best = optuna.load_study(study_name="rep", storage=url).best_trial
+    meta = next(m for m in get_all_artifact_meta(best, storage=make_storage(url)) if m.filename.endswith(".keras"))
+    return url, tmp_path / "art", best, meta
+
+
+def test_truncated_model_artifact_costs_only_the_test_accuracy(made, tmp_path):
+    """Keras said "File not found" about a cut ``.keras`` file and the report stopped before summary.md."""
+    url, art, best, meta = _copy_with_model(made, tmp_path)
+    model = art / meta.artifact_id
+    model.write_bytes(model.read_bytes()[: model.stat().st_size // 2])
+    proc = run_cli("report", "rep", "--storage", url, "--out", str(tmp_path / "out"), "--artifact-dir", str(art))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stderr.splitlines() == [
+        f"hpo: warning: model artifact '{meta.filename}' of trial {best.number} is unreadable "
+        "(truncated or not a .keras file): no test accuracy"
+    ]
+    assert f"5 figures; test accuracy not available: model artifact '{meta.filename}'" in proc.stdout
+    out = tmp_path / "out"
+    assert len(pd.read_csv(out / "trials.csv")) == N_TRIALS
+    assert len(list(out.glob("*.png"))) == 5
+    summary = (out / "summary.md").read_text()
+    assert f"Test-set accuracy: not available (model artifact '{meta.filename}' of trial {best.number} is unreadable" in summary
+    assert f"Trial {best.number}: value" in summary
+
+
+def _garbage(art: Path, meta, db: Path) -> str:
+    model = art / meta.artifact_id
+    model.write_bytes(bytes(range(256)) * (model.stat().st_size // 256 + 1))
+    return "is unreadable (truncated or not a .keras file)"
+
+
+def _empty(art: Path, meta, db: Path) -> str:
+    (art / meta.artifact_id).write_bytes(b"")
+    return "is unreadable (truncated or not a .keras file)"
+
+
+def _missing(art: Path, meta, db: Path) -> str:
+    (art / meta.artifact_id).unlink()
+    return "is missing from the artifact store"
+
+
+def _set_meta(db: Path, meta, **changes) -> None:
+    """Change the artifact's record as any program writing to the storage could."""
+    import sqlite3
+
+    with sqlite3.connect(db) as c:
+        c.execute(
+            "UPDATE trial_system_attributes SET value_json = ? WHERE key = ?",
+            (json.dumps(json.dumps({**dataclasses.asdict(meta), **changes})), f"artifacts:{meta.artifact_id}"),
+        )
+
+
+def _id_outside(art: Path, meta, db: Path) -> str:
+    shutil.copy(art / meta.artifact_id, art.parent / "outside.keras")  # a real model, out of the store
+    _set_meta(db, meta, artifact_id="../outside.keras")
+    return "is unreadable: ValueError: Invalid artifact_id: ../outside.keras"
+
+
+def _id_absolute(art: Path, meta, db: Path) -> str:
+    _set_meta(db, meta, artifact_id=str(art / meta.artifact_id))
+    return "is unreadable: ValueError: Invalid artifact_id"
+
+
+@pytest.mark.parametrize("fault", [_garbage, _empty, _missing, _id_outside, _id_absolute], ids=lambda f: f.__name__[1:])
+def test_a_damaged_model_artifact_costs_only_the_test_accuracy(fault, made, tmp_path):
+    url, art, best, meta = _copy_with_model(made, tmp_path)
+    said = fault(art, meta, tmp_path / "d.db")
+    study = optuna.load_study(study_name="rep", storage=url)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        done = write_report(study, tmp_path / "out", artifact_store=FileSystemArtifactStore(str(art)))
+    messages = [str(w.message) for w in caught if issubclass(w.category, ReportWarning)]
+    assert len(messages) == 1 and said in messages[0] and f"'{meta.filename}' of trial {best.number}" in messages[0], messages
+    assert done["test"][0] is None and said in done["test"][1]
+    assert done["rows"] == N_TRIALS and len(done["figures"]) == 5
+    assert "Test-set accuracy: not available (model artifact" in (tmp_path / "out" / "summary.md").read_text()
+
+
+def test_a_model_file_name_from_the_storage_never_chooses_where_it_is_written(made, tmp_path):
+    """The model is downloaded under a fixed name: a stored file name with ``..`` or an absolute path writes nothing there."""
+    url, art, best, meta = _copy_with_model(made, tmp_path)
+    (tmp_path / "work").mkdir()
+    # the model was downloaded into a fresh temporary folder under that name: this one led here
+    climbing = os.path.relpath(tmp_path / "escaped.keras", Path(tempfile.gettempdir()) / "tmpXXXX")
+    for filename in (climbing, str(tmp_path / "absolute.keras"), "\x1b[2Kname.keras"):
+        _set_meta(tmp_path / "d.db", meta, filename=filename)
+        study = optuna.load_study(study_name="rep", storage=url)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            done = write_report(study, tmp_path / "work" / "out", artifact_store=FileSystemArtifactStore(str(art)))
+        assert not [w for w in caught if issubclass(w.category, ReportWarning)]
+        assert 0.3 < done["test"][0] <= 1.0 and "\x1b" not in done["test"][1]
+    assert {p.name for p in tmp_path.iterdir() if not p.name.startswith("d.db")} == {"art", "work"}
+
+
+def test_a_figure_that_cannot_be_written_costs_only_itself(made, tmp_path):
+    out = tmp_path / "out"
+    (out / "importances.png").mkdir(parents=True)  # the figure's file cannot be written
+    with pytest.warns(ReportWarning, match=r"figure importances.png not drawn: IsADirectoryError"):
+        done = write_report(_study(made), out)
+    assert [f.name for f in done["figures"]] == ["history.png", "epochs_vs_params.png", "best_curves.png", "confirmation.png"]
+    summary = (out / "summary.md").read_text()
+    assert "importances" not in summary and "![history](history.png)" in summary
+    assert (out / "importances.png").is_dir() and len(pd.read_csv(out / "trials.csv")) == N_TRIALS

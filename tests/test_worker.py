@@ -314,3 +314,134 @@ def test_same_study_file_and_seed_give_the_same_trials(tmp_path, extra):
     for a, b in zip(*runs, strict=True):
         assert numbers(a) == numbers(b)
     assert len({tuple(sorted(t.params.items())) for t in runs[0]}) == 3  # three different points, not one thrice
+
+
+# --------------------------------------------------------------------------------------------
+# Signals at any moment, faults of the storage: one line each, never a traceback
+
+
+@pytest.mark.parametrize(("signum", "code", "what"), [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")])
+def test_signal_during_start_up_runs_no_trial_and_prints_one_line(signum, code, what, tmp_path):
+    """The signal lands while the worker imports TensorFlow, after it created the study: no trial
+    is created (none FAIL, none re-queued) and no "Exception ignored" traceback is printed."""
+    import sqlite3
+
+    db = tmp_path / "hpo.db"
+    proc = popen_cli("study", TINY, "--storage", f"sqlite:///{db}", *DIGITS, "--no-artifacts")
+
+    def study_created() -> bool:
+        try:
+            with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as c:
+                return bool(c.execute("SELECT COUNT(*) FROM studies").fetchone()[0])
+        except sqlite3.Error:
+            return False
+
+    deadline = time.monotonic() + 120
+    while not study_created() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signum)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == code, stderr[-2000:]
+    assert "Traceback" not in stderr and "Exception ignored" not in stderr, stderr
+    assert stderr.strip().splitlines()[-1] == f"hpo: {what} before the first trial started; no trial was run"
+    assert trials_of(storage_of(f"sqlite:///{db}")) == []
+
+
+def test_signal_while_optuna_creates_a_trial_leaves_it_waiting_not_failed(tmp_path):
+    """A signal held while Optuna creates the trial: the trial never started, so it is WAITING
+    again (no FAIL, no retry used up) and the next run trains it."""
+    from hpo.worker import Signals, _NotStarted, _StudyRun
+
+    storage = storage_of(f"sqlite:///{tmp_path / 'hpo.db'}")
+    study = optuna.create_study(storage=storage, study_name="s")
+    signals = Signals()
+    signals.hold, signals.received = True, signal.SIGINT
+    run = _StudyRun(None, signals)
+    with pytest.raises(_NotStarted):
+        study.optimize(run.wrap(lambda t: t.suggest_float("x", 0, 1)), n_trials=1)
+    assert [(t.number, t.state) for t in study.trials] == [(0, TrialState.WAITING)]
+    assert run.waiting_trial == 0 and run.interrupted_trial is None
+    study.optimize(_StudyRun(None, Signals()).wrap(lambda t: t.suggest_float("x", 0, 1)), n_trials=1)
+    assert [(t.number, t.state) for t in study.trials] == [(0, TrialState.COMPLETE)]
+
+
+def _read_pty(master: int, proc: subprocess.Popen, seconds: float) -> str:
+    import select
+
+    chunks, deadline = [], time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([master], [], [], 0.2)
+        if ready:
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: the terminal's other end is closed, the process has exited
+                break
+            if not data:
+                break
+            chunks.append(data)
+        elif proc.poll() is not None:
+            break
+    return b"".join(chunks).decode(errors="replace")
+
+
+def test_ctrl_c_in_a_terminal_prints_no_traceback(tmp_path):
+    """In a terminal the progress bar's log handler carries Optuna's lines: Ctrl-C mid-trial is
+    Optuna's one-line warning and hpo's line, not Optuna's 40-line KeyboardInterrupt traceback."""
+    import fcntl
+    import pty
+    import struct
+    import sys
+    import termios
+
+    from tests.conftest import REPO, cli_env
+
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a terminal 100 columns wide
+    command = ["study", TINY, "--storage", f"sqlite:///{tmp_path / 'hpo.db'}", "--n-trials", "1", "--no-artifacts"]
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "tests" / "held_worker.py"), str(gate), *command, "--set", "objective.max_epochs=3"],
+        cwd=REPO,
+        env=cli_env(),
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+    )
+    os.close(slave)
+    try:
+        text = ""
+        deadline = time.monotonic() + 300
+        while not list(gate.glob("running-*")) and proc.poll() is None and time.monotonic() < deadline:
+            text += _read_pty(master, proc, 0.5)
+        assert list(gate.glob("running-*")), text[-2000:]
+        proc.send_signal(signal.SIGINT)
+        text += _read_pty(master, proc, 60)
+        proc.wait(timeout=60)
+    finally:
+        proc.kill()
+        os.close(master)
+    assert proc.returncode == 130, text[-3000:]
+    assert "0/1" in text  # the progress bar was on: this ran the terminal's code path
+    assert "Traceback" not in text, text[-3000:]
+    assert "hpo: interrupted: the running trial 0 is stored as FAIL and re-queued" in text
+
+
+def test_full_disk_under_the_sqlite_file_mid_study_is_one_line(tmp_path):
+    """No file may grow any more once the trial trains: SQLite's writes fail ("database or disk is
+    full"); the worker says so in one line, without Optuna's traceback."""
+    gate = tmp_path / "gate"
+    url = f"sqlite:///{tmp_path / 'hpo.db'}"
+    proc = popen_held(gate, "study", TINY, "--storage", url, "--n-trials", "1", "--no-progress", "--no-artifacts",
+                      "--set", "objective.max_epochs=3")  # fmt: skip
+    try:
+        held_trial(gate, proc)
+        resource.prlimit(proc.pid, resource.RLIMIT_FSIZE, (1, 1))
+        (gate / "release").touch()
+        stdout, stderr = proc.communicate(timeout=300)
+    finally:
+        proc.kill()
+    assert proc.returncode == 1, stderr[-3000:]
+    assert "Traceback" not in stderr, stderr[-3000:]
+    assert stderr.strip().splitlines()[-1].startswith(f"hpo: storage {url} failed mid-study: ")
+    assert "full" in stderr.strip().splitlines()[-1] or "disk" in stderr.strip().splitlines()[-1], stderr[-2000:]

@@ -60,22 +60,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _hide_passwords(argv: Sequence[str] | None) -> None:
+    """Before anything can print: scrub the storage URLs' secrets (``--storage``, ``HPO_STORAGE``)
+    from every later write to stdout and stderr, log record and warning (see :mod:`hpo.redact`).
+    Worker processes run this themselves on the same URLs."""
+    from hpo.redact import guard_streams, register_argv, register_url
+
+    register_url(os.environ.get("HPO_STORAGE"))
+    register_argv(sys.argv[1:] if argv is None else argv)
+    guard_streams()
+
+
 def _print_traceback(error: BaseException, args: argparse.Namespace) -> None:
     """``--debug``: the traceback of a bad-input error, with the error behind it (a driver's, a
-    parser's) that the one-line message leaves out, and the storage password hidden."""
+    parser's) that the one-line message leaves out, and the storage secrets hidden."""
     import traceback
 
-    from hpo.storage import _password
+    from hpo.redact import scrub
 
     error.__suppress_context__ = False
     text = "".join(traceback.format_exception(error))
-    password = _password(getattr(args, "storage", None) or os.environ.get("HPO_STORAGE") or "")
-    sys.stderr.write(text.replace(password, "***") if password else text)
+    sys.stderr.write(scrub(text, getattr(args, "storage", None) or os.environ.get("HPO_STORAGE")))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns its exit code (never exits or replaces the process, except a
     ``study`` worker recycling itself, see :func:`hpo.launch.recycle`)."""
+    _hide_passwords(argv)
     from hpo.worker import Terminated, handling_signals
 
     parser = build_parser()
@@ -97,7 +108,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def cli() -> None:
-    code = main()
+    try:
+        code = main()
+    except KeyboardInterrupt:  # before the command's handlers were in place
+        code = EXIT_INTERRUPTED
     from hpo.storage import close_sqlite
 
     close_sqlite()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from hpo.config import MAX_CONFIRM_SEEDS, MAX_SECONDS, MAX_SEED, MAX_THREADS, MAX_TRIALS, MAX_WORKERS, Bound, shown
 from hpo.errors import EXIT_USAGE
 
 DEBUG_HELP = "on bad input, show the full traceback (the password of a storage URL hidden) before the one-line error"
@@ -15,24 +16,30 @@ class Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
-def number(kind: type, minimum: float, what: str) -> Any:
-    """An argparse type: ``kind(text)`` at least ``minimum``, else a one-line usage error."""
+def number(kind: type, bound: Bound, what: str) -> Any:
+    """An argparse type: ``kind(text)`` within ``bound``, else a one-line usage error."""
 
     def parse(text: str) -> Any:
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {what}, but got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be >= {minimum}, but got {value}")
+            raise argparse.ArgumentTypeError(f"expected {what}, but got {shown(text)}") from None
+        problem = bound.problem(value)
+        if problem is not None:
+            raise argparse.ArgumentTypeError(problem)
         return value
 
     return parse
 
 
-non_negative_int = number(int, 0, "a whole number")
-non_negative_float = number(float, 0, "a number of seconds")
-positive_int = number(int, 1, "a whole number")
+non_negative_int = number(int, Bound(0, MAX_TRIALS), "a whole number")
+non_negative_float = number(float, Bound(0, MAX_SECONDS), "a number of seconds")
+positive_int = number(int, Bound(1, MAX_TRIALS), "a whole number")
+seed = number(int, Bound(0, MAX_SEED), "a whole number")
+threads = number(int, Bound(1, MAX_THREADS), "a whole number")
+workers = number(int, Bound(1, MAX_WORKERS), "a whole number")
+more_seeds = number(int, Bound(1, MAX_CONFIRM_SEEDS - 1), "a whole number")  # the original run is one of the seeds
+port_number = number(int, Bound(1, 65535), "a port number")
 
 
 def non_empty(text: str) -> str:
@@ -41,11 +48,28 @@ def non_empty(text: str) -> str:
     return text
 
 
+def study_name(text: str) -> str:
+    """A study name to look up (see :func:`hpo.names.name_problem`)."""
+    from hpo.names import name_problem
+
+    problem = name_problem(non_empty(text))
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
+    return text
+
+
+def new_study_name(text: str) -> str:
+    """A name hpo may create a study under (see :func:`hpo.names.new_name_problem`)."""
+    from hpo.names import new_name_problem
+
+    problem = new_name_problem(non_empty(text))
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
+    return text
+
+
 def port(text: str) -> int:
-    value = non_negative_int(text)
-    if not 0 < value < 65536:
-        raise argparse.ArgumentTypeError(f"a port must be in 1..65535, but got {value}")
-    return value
+    return port_number(text)
 
 
 def add_storage(p: argparse.ArgumentParser) -> None:
@@ -70,4 +94,6 @@ def add_artifact_dir(
 
 
 def add_study_name(p: argparse.ArgumentParser) -> None:
-    p.add_argument("study_name", metavar="STUDY_NAME", help="name of a study in the storage (see: python -m hpo.run list)")
+    p.add_argument(
+        "study_name", type=study_name, metavar="STUDY_NAME", help="name of a study in the storage (see: python -m hpo.run list)"
+    )

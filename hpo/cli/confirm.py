@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 from typing import Any
 
-from hpo.cli.args import add_artifact_dir, add_storage, add_study_name, positive_int
+from hpo.cli.args import add_artifact_dir, add_storage, add_study_name, more_seeds, positive_int, threads
 from hpo.errors import HpoError
 
 
@@ -24,7 +24,7 @@ def add_parser(sub: Any) -> None:
     add_study_name(p)
     add_storage(p)
     p.add_argument("--top", type=positive_int, default=3, metavar="K", help="configurations to confirm (default 3)")
-    p.add_argument("--seeds", type=positive_int, default=2, metavar="N", help="more runs of each (default 2)")
+    p.add_argument("--seeds", type=more_seeds, default=2, metavar="N", help="more runs of each (default 2)")
     p.add_argument(
         "--study-file",
         metavar="FILE",
@@ -33,7 +33,7 @@ def add_parser(sub: Any) -> None:
     add_artifact_dir(p)
     p.add_argument("--no-artifacts", action="store_true", help="write no per-trial artifacts")
     p.add_argument("--no-progress", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--threads", type=positive_int, metavar="N", help="CPU threads TensorFlow may use")
+    p.add_argument("--threads", type=threads, metavar="N", help="CPU threads TensorFlow may use")
 
 
 def fastest_configurations(study: Any, k: int) -> list[Any]:
@@ -59,13 +59,14 @@ def run(args: argparse.Namespace) -> int:
     from hpo.answer import answer_line, compute_answer, configurations, format_runs
     from hpo.api import load_config
     from hpo.cli.study import run_study
+    from hpo.names import printable
     from hpo.search import check_config
-    from hpo.storage import existing_sqlite, make_storage, resolve_url
+    from hpo.storage import make_storage, resolve_url
     from hpo.study import load_study, stored_config
     from hpo.worker import WorkerSpec
 
-    url = existing_sqlite(resolve_url(args.storage))
-    study = load_study(args.study_name, make_storage(url))
+    url = resolve_url(args.storage)
+    study = load_study(args.study_name, make_storage(url, mode="read"))
     cfg = load_config(args.study_file) if args.study_file else check_config(stored_config(study))
     seeds = max(cfg.study.confirm_seeds, args.seeds + 1)  # runs each configuration has afterwards
     cfg = dataclasses.replace(cfg, study=dataclasses.replace(cfg.study, confirm_seeds=seeds, recycle_after=0))
@@ -95,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     code = run_study(args, cfg, spec, on_open=enqueue)
     if code != 0:
         return code
-    trials = load_study(args.study_name, make_storage(url)).get_trials(deepcopy=False)
+    trials = load_study(args.study_name, make_storage(url, mode="read")).get_trials(deepcopy=False)
     found = configurations(trials)
     print(f"{'trial':>5}  {'runs':>4}  {'median':>8}  {'range':>11}  {'parameters':>10}  epochs")
     for trial in chosen:
@@ -104,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
             continue
         span = f"{c['min']:g}-{c['max']:g}" if c["max"] is not None else (f"{c['min']:g}-" if c["min"] is not None else "-")
         median = f"{c['median']:g}" if c.reached else "-"
-        print(f"{trial.number:>5}  {c['runs']:>4}  {median:>8}  {span:>11}  {c['n_params'] or '-':>10}  {format_runs(c)}")
+        size = printable(c["n_params"] or "-")
+        print(f"{trial.number:>5}  {c['runs']:>4}  {median:>8}  {span:>11}  {size:>10}  {format_runs(c)}")
     print(f"answer: {answer_line(compute_answer(trials, seeds), seeds)}")
     return 0

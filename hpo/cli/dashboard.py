@@ -6,7 +6,8 @@ import argparse
 import os
 from typing import Any
 
-from hpo.cli.args import add_artifact_dir, add_storage, port
+from hpo.cli.args import add_artifact_dir, add_storage, non_empty, port
+from hpo.dashboard import TOKEN_ENV, host_name, host_port
 from hpo.errors import HpoError
 
 
@@ -20,6 +21,27 @@ def add_parser(sub: Any) -> None:
     add_artifact_dir(p)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=port, default=8080, help="port (default 8080)")
+    p.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        type=_allowed_host,
+        metavar="NAME",
+        help="also answer requests whose Host header is NAME, a name a reverse proxy or DNS gives this server "
+        "(repeatable; the bound address and localhost are always answered)",
+    )
+    p.add_argument(
+        "--token",
+        type=non_empty,
+        help=f"access token every request must carry (default: ${TOKEN_ENV}): open the printed URL "
+        "http://HOST:PORT/?token=TOKEN once, or send Authorization: Bearer TOKEN",
+    )
+
+
+def _allowed_host(text: str) -> str:
+    if host_name(text) is None or host_port(text) is not None:
+        raise argparse.ArgumentTypeError(f"expected a host name or IP address (no scheme, no port), but got {text!r}")
+    return text
 
 
 def _folder(storage: Any, url: str, given: str | None) -> Any:
@@ -40,38 +62,47 @@ def _folder(storage: Any, url: str, given: str | None) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    import socket
     import sys
 
-    from hpo.storage import existing_sqlite, make_storage, mask_url, resolve_url
+    from hpo.dashboard import bind, check_token, guard, listen, loopback, serve, url_host
+    from hpo.storage import make_storage, mask_url, resolve_url
 
-    url = existing_sqlite(resolve_url(args.storage))
-    try:  # a taken port or an unknown host is bad input: say so in one line before serving
-        socket.getaddrinfo(args.host, args.port)
-        with socket.create_server((args.host, args.port)):
-            pass
-    except socket.gaierror as e:
-        raise HpoError(f"cannot listen on {args.host}:{args.port}: unknown host ({e.strerror})") from None
-    except OSError as e:
-        reason = os.strerror(e.errno) if e.errno else str(e)
-        raise HpoError(f"cannot listen on {args.host}:{args.port}: {reason}") from None
-    storage = make_storage(url)
-    folder = _folder(storage, url, args.artifact_dir)
-    if args.artifact_dir and not folder.is_dir():
-        raise HpoError(f"--artifact-dir: no folder {args.artifact_dir!r}")
-    store = None
-    if folder.is_dir():
-        from optuna.artifacts import FileSystemArtifactStore
+    url = resolve_url(args.storage)
+    token = args.token or os.environ.get(TOKEN_ENV) or None  # an empty variable counts as unset
+    if token is not None:
+        check_token(token, "--token" if args.token else TOKEN_ENV)
+    listener = bind(args.host, args.port)  # the one socket served: a port in use is bad input, said first
+    storage = make_storage(url, mode="browse")
+    with listener:
+        folder = _folder(storage, url, args.artifact_dir)
+        if args.artifact_dir and not folder.is_dir():
+            raise HpoError(f"--artifact-dir: no folder {args.artifact_dir!r}")
+        store = None
+        if folder.is_dir():
+            from optuna.artifacts import FileSystemArtifactStore
 
-        store = FileSystemArtifactStore(str(folder))
-    else:
+            store = FileSystemArtifactStore(str(folder))
+        else:
+            print(
+                f"hpo: warning: artifact folder {str(folder)!r} is missing: pass --artifact-dir DIR where the artifacts are",
+                file=sys.stderr,
+            )
+        from optuna_dashboard import wsgi
+
+        app = guard(wsgi(storage, artifact_store=store), args.host, listener, token=token, allow=args.allow_host)
+        listen(listener, args.host)
+        shown = f"; artifacts in {folder}" if store is not None else ""
+        query = f"?token={token}" if token is not None else ""
         print(
-            f"hpo: warning: artifact folder {str(folder)!r} is missing: pass --artifact-dir DIR where the artifacts are",
-            file=sys.stderr,
+            f"optuna-dashboard on http://{url_host(args.host)}:{args.port}/{query} for {mask_url(url)}{shown} (Ctrl-C stops)",
+            flush=True,
         )
-    from optuna_dashboard import run_server
-
-    shown = f"; artifacts in {folder}" if store is not None else ""
-    print(f"optuna-dashboard on http://{args.host}:{args.port}/ for {mask_url(url)}{shown} (Ctrl-C stops)", flush=True)
-    run_server(storage, host=args.host, port=args.port, artifact_store=store)
+        if token is None and not loopback(listener):
+            print(
+                f"hpo: warning: no access token: anyone who can reach {url_host(args.host)}:{args.port} can read and delete "
+                f"every study and artifact (set {TOKEN_ENV} or --token)",
+                file=sys.stderr,
+                flush=True,
+            )
+        serve(listener, app)
     return 0

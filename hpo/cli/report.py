@@ -28,9 +28,10 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from hpo.api import report
+    from hpo.names import printable
 
     done = report(args.study_name, storage=args.storage, out=args.out, artifact_dir=args.artifact_dir, top=args.top)
     acc, how = done["test"] if done["test"] is not None else (None, "no completed trial")
     test = f"test accuracy {acc:.4f}" if acc is not None else f"test accuracy not available: {how}"
-    print(f"{done['out']}: trials.csv ({done['rows']} rows), summary.md, {len(done['figures'])} figures; {test}")
+    print(printable(f"{done['out']}: trials.csv ({done['rows']} rows), summary.md, {len(done['figures'])} figures; {test}"))
     return 0

@@ -6,7 +6,16 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-from hpo.cli.args import add_artifact_dir, add_storage, non_empty, non_negative_float, non_negative_int, positive_int
+from hpo.cli.args import (
+    add_artifact_dir,
+    add_storage,
+    new_study_name,
+    non_negative_float,
+    non_negative_int,
+    seed,
+    threads,
+    workers,
+)
 
 
 def add_parser(sub: Any) -> None:
@@ -28,7 +37,10 @@ def add_parser(sub: Any) -> None:
     )
     add_storage(p)
     p.add_argument(
-        "--study-name", type=non_empty, metavar="NAME", help="study name (default: study.name in the file, else the file's stem)"
+        "--study-name",
+        type=new_study_name,
+        metavar="NAME",
+        help="study name (default: study.name in the file, else the file's stem)",
     )
     p.add_argument(
         "--n-trials", type=non_negative_int, metavar="N", help="how many trials this command runs (default: study.n_trials)"
@@ -39,7 +51,7 @@ def add_parser(sub: Any) -> None:
         metavar="S",
         help="stop starting new trials after S seconds (default: study.timeout)",
     )
-    p.add_argument("--seed", type=non_negative_int, metavar="N", help="sampler seed (same as --set study.seed=N)")
+    p.add_argument("--seed", type=seed, metavar="N", help="sampler seed (same as --set study.seed=N)")
     p.add_argument(
         "--set",
         dest="overrides",
@@ -64,7 +76,7 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument(
         "--workers",
-        type=positive_int,
+        type=workers,
         default=1,
         metavar="N",
         help="run N worker processes on this machine sharing the study; --n-trials is split between them "
@@ -72,7 +84,7 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument(
         "--threads",
-        type=positive_int,
+        type=threads,
         metavar="N",
         help="CPU threads TensorFlow may use in each worker (default: the machine's cores divided by --workers)",
     )
