@@ -151,10 +151,6 @@ class Progress:
         self.bar.close()
         logging.getLogger("optuna").removeHandler(self._handler)
         optuna.logging.enable_default_handler()
-        for handler in logging.getLogger("optuna").handlers:  # filters added while the bar showed go back
-            for f in self._handler.filters:
-                if f not in handler.filters:
-                    handler.addFilter(f)
         self.bar = None
 
 

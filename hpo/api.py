@@ -115,9 +115,12 @@ def report(
     name from a shared storage never chooses a folder outside ``reports``.  A piece that cannot
     be made (the model's test accuracy, a figure) costs only itself, with one ``hpo: warning:``
     line on stderr."""
+    import warnings
+
+    from hpo.errors import warnings_as_lines
     from hpo.folders import check_folder
     from hpo.names import check_study_name, name_folder
-    from hpo.reporting import write_report
+    from hpo.reporting import ReportWarning, write_report
     from hpo.storage import make_storage, resolve_url
     from hpo.study import load_study, study_info
 
@@ -132,21 +135,10 @@ def report(
         from hpo.quiet import import_tensorflow
 
         import_tensorflow()
-    done = _warning_lines(write_report, study, folder, artifact_store=store, top=top)
-    return {"out": folder, **done}
-
-
-def _warning_lines(func: Any, *args: Any, **kwargs: Any) -> Any:
-    """``func(*args, **kwargs)``, its :class:`hpo.reporting.ReportWarning` s each shown as one
-    ``hpo: warning:`` line on stderr; other warnings go their usual way."""
-    import warnings
-
-    from hpo.errors import warnings_as_lines
-    from hpo.reporting import ReportWarning
-
-    with warnings.catch_warnings():
+    with warnings.catch_warnings():  # each piece the report leaves out: one hpo: warning: line
         warnings_as_lines(ReportWarning)
-        return func(*args, **kwargs)
+        done = write_report(study, folder, artifact_store=store, top=top)
+    return {"out": folder, **done}
 
 
 def _artifact_store(study: Any, url: str, given: str | Path | None) -> Any:

@@ -155,16 +155,6 @@ def derive_seed(seed: int, offset: int) -> int:
     return (seed + offset) % (MAX_SEED + 1)
 
 
-# The numbers of a run besides its study file (flags of ``study``, arguments of ``hpo.optimize``).
-RUN_BOUNDS: dict[str, Bound] = {
-    "n_trials": Bound(0, MAX_TRIALS),
-    "timeout": Bound(0, MAX_SECONDS),
-    "seed": Bound(0, MAX_SEED),
-    "threads": Bound(1, MAX_THREADS),
-    "workers": Bound(1, MAX_WORKERS),
-}
-
-
 def check_run(**numbers: Any) -> None:
     """``check_run(n_trials=..., timeout=...)``: each number given (None: not given) within its
     :data:`RUN_BOUNDS`, else a :class:`ConfigError` naming it."""
@@ -199,6 +189,13 @@ BOUNDS: dict[str, Bound] = {
     "objective.checks_per_epoch": Bound(1, 100),
     "objective.max_params": Bound(0, 1_000_000_000),
     "objective.cap_slack": Bound(0, 1000),
+}
+
+# The numbers of a run besides its study file (flags of ``study``, arguments of ``hpo.optimize``).
+RUN_BOUNDS: dict[str, Bound] = {
+    **{key: BOUNDS[f"study.{key}"] for key in ("n_trials", "timeout", "seed")},
+    "threads": Bound(1, MAX_THREADS),
+    "workers": Bound(1, MAX_WORKERS),
 }
 
 # Keras 3 names the metric ``accuracy``; ``acc`` is accepted as an alias.

@@ -351,7 +351,6 @@ class _Server(ThreadingMixIn, WSGIServer):
     """wsgiref's server, a thread per request, on a socket bound and listening already."""
 
     daemon_threads = True
-    allow_reuse_port = False
 
     def __init__(self, sock: socket.socket, app: Callable) -> None:
         super().__init__(sock.getsockname(), _Handler, bind_and_activate=False)

@@ -50,7 +50,6 @@ __all__ = [
     "host_of",
     "mask_url",
     "one_line",
-    "password_of",
     "register_argv",
     "register_url",
     "scrub",
@@ -93,7 +92,6 @@ class _Reading:
     masked: str
     secrets: frozenset[str]
     host: str
-    password: str | None  # the userinfo's password as hidden (the widest reading)
 
 
 def _sqlalchemy_agrees(m: re.Match[str], url: str) -> bool:
@@ -130,10 +128,9 @@ def _read(url: str) -> _Reading:
     if "@" not in url and not _SECRET_KEY.search(url):  # no userinfo and no secret key: nothing to hide
         m = _SQLALCHEMY_URL.match(url)
         begin = m.end("name") + 3 if m else (_SCHEME.match(url).end() if _SCHEME.match(url) else 0)
-        return _Reading(url, frozenset(), _host_at(url, begin), None)
+        return _Reading(url, frozenset(), _host_at(url, begin))
     spans: list[tuple[int, int]] = []
     secrets: set[str] = set()
-    password = None
     m = _SQLALCHEMY_URL.match(url)
     if m is not None and not _sqlalchemy_agrees(m, url):
         m = None
@@ -151,8 +148,7 @@ def _read(url: str) -> _Reading:
                 secrets |= _pieces(url[start:last])
                 end, host_start = last, last + 1
             spans.append((start, end))
-            password = url[start:end]
-            secrets.update((password, m["password"]))
+            secrets.update((url[start:end], m["password"]))
     else:
         scheme = _SCHEME.match(url)
         begin = scheme.end() if scheme else 0
@@ -163,7 +159,6 @@ def _read(url: str) -> _Reading:
             colon = userinfo.find(":")
             if colon >= 0:  # which ":" ends the user name is anyone's guess: every reading is secret
                 spans.append((begin + colon + 1, last))
-                password = userinfo[colon + 1 :]
                 secrets.update(userinfo[i + 1 :] for i, c in enumerate(userinfo) if c == ":")
             host_start = last + 1
     query_spans, query_secrets = _query_secrets(url, host_start)
@@ -171,7 +166,7 @@ def _read(url: str) -> _Reading:
     secrets |= query_secrets
     secrets.discard("")
     frozen = frozenset(secrets)
-    return _Reading(_masked(url, spans), frozen, _replace(_host_at(url, host_start), _scrubbed_forms(frozen)), password)
+    return _Reading(_masked(url, spans), frozen, _replace(_host_at(url, host_start), _scrubbed_forms(frozen)))
 
 
 def _pieces(password: str) -> set[str]:
@@ -199,11 +194,6 @@ def secrets_of(url: str) -> frozenset[str]:
     return _read(url).secrets
 
 
-def password_of(url: str) -> str | None:
-    """The userinfo's password as :func:`mask_url` hides it (to the last ``@``), or None."""
-    return _read(url).password
-
-
 def host_of(url: str) -> str:
     """``HOST[:PORT]`` of ``url`` for error messages: what follows the hidden userinfo."""
     return _read(url).host
@@ -226,7 +216,7 @@ def _scrubbed_forms(secrets: frozenset[str]) -> tuple[str, ...]:
 
 _LOCK = threading.Lock()
 _registered: frozenset[str] = frozenset()  # secrets
-_urls: dict[str, str] = {}  # URL as given -> as shown
+_urls: tuple[tuple[str, str], ...] = ()  # (URL as given, as shown), longest first
 
 
 def scrub(text: str, url: str | None = None, *, secrets: Iterable[str] = ()) -> str:
@@ -234,12 +224,12 @@ def scrub(text: str, url: str | None = None, *, secrets: Iterable[str] = ()) -> 
     form of the registered secrets, of ``url``'s and of ``secrets`` by ``***`` (forms shorter
     than :data:`MIN_SCRUB` characters stay).  Where forms overlap (a password and the host
     SQLAlchemy read from its end), their union is hidden."""
-    urls = dict(_urls)
-    if url and len(url) >= MIN_SCRUB:
-        urls[url] = mask_url(url)
-    for raw in sorted(urls, key=len, reverse=True):
+    urls = _urls
+    if url and len(url) >= MIN_SCRUB and all(raw != url for raw, _ in urls):
+        urls = tuple(sorted((*urls, (url, mask_url(url))), key=lambda pair: -len(pair[0])))
+    for raw, shown in urls:
         if raw in text:
-            text = text.replace(raw, urls[raw])
+            text = text.replace(raw, shown)
     extra = set(secrets) | (secrets_of(url) if url else set())
     return _replace(text, _scrubbed_forms(_registered | extra if extra - _registered else _registered))
 
@@ -282,14 +272,14 @@ def one_line(text: str, url: str) -> str:
 def register_url(url: str | None) -> None:
     """From now on, scrub ``url``'s secrets from free text: :func:`scrub`, every log record (of
     any logger, whatever its handler), every warning and the guarded streams."""
-    global _registered
+    global _registered, _urls
     new = secrets_of(url) - _registered if url else frozenset()
     if not new:
         return
     with _LOCK:
         _registered = _registered | new
         if len(url) >= MIN_SCRUB:
-            _urls[url] = mask_url(url)
+            _urls = tuple(sorted((*_urls, (url, mask_url(url))), key=lambda pair: -len(pair[0])))
     _install_hooks()
 
 

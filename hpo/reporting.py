@@ -180,7 +180,7 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
     for c in ("epochs_to_target", "epochs"):  # whole epochs, or fractions with sub-epoch checks
         whole = all(math.isfinite(v) and float(v).is_integer() for v in df[c].dropna())
         df[c] = df[c].astype("Int64" if whole else "Float64")
-    for c in ("n_params", "repeat_of", "seed"):
+    for c in _INTEGER_COLUMNS:
         df[c] = df[c].astype("Int64")
     return df
 

@@ -21,6 +21,10 @@ from typing import Any
 import optuna
 
 from hpo.errors import StorageError
+from hpo.redact import host_of as _host
+from hpo.redact import mask_url
+from hpo.redact import one_line as _scrub
+from hpo.redact import register_url as hide_password_in_logs
 
 __all__ = [
     "DEFAULT_STORAGE",
@@ -52,14 +56,6 @@ def resolve_url(url: str | None) -> str:
             f"--storage {mask_url(url)!r} and $HPO_STORAGE {mask_url(env)!r} name different storages: give one of them"
         )
     return url or env or DEFAULT_STORAGE
-
-
-# Passwords are found and hidden in hpo.redact (kept importable from here).
-from hpo.redact import host_of as _host  # noqa: E402
-from hpo.redact import mask_url  # noqa: E402
-from hpo.redact import one_line as _scrub  # noqa: E402
-from hpo.redact import password_of as _password  # noqa: E402, F401
-from hpo.redact import register_url as hide_password_in_logs  # noqa: E402
 
 
 def _is_creation_race(error: Exception) -> bool:

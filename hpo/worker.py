@@ -101,8 +101,11 @@ class Signals:
             raise self.exception()
 
     def checkpoint(self) -> None:
-        """Raise now a signal that came while held."""
+        """Between the steps of a worker's start-up: end it, in one line, for a signal that came
+        while held (before any trial exists)."""
         if self.received is not None:
+            what = "terminated" if self.code == EXIT_TERMINATED else "interrupted"
+            print(f"hpo: {what} before the first trial started; no trial was run", file=sys.stderr, flush=True)
             raise self.exception()
 
 
@@ -166,7 +169,10 @@ def run_worker(
     runs once the study is open, before the first trial.  ``account`` is the command's account
     so far (a recycled worker's), updated in place."""
     from hpo.data import prepare
-    from hpo.study import artifact_folder, open_study
+    from hpo.folders import check_folder
+    from hpo.quiet import import_tensorflow
+    from hpo.storage import mask_url
+    from hpo.study import artifact_folder, check_artifact_folder, open_study
 
     n_trials = spec.n_trials if spec.n_trials is not None else cfg.study.n_trials
     timeout = spec.timeout if spec.timeout is not None else cfg.study.timeout
@@ -175,40 +181,14 @@ def run_worker(
     # exception raised by the handler anywhere could land in a finalizer, where Python prints
     # "Exception ignored" and drops it.
     signals.hold = True
-    try:
-        check_spec(spec)
-        split = prepare(cfg.data)  # data errors surface before anything is stored
-        signals.checkpoint()
-        storage = make_study_storage(url, cfg)
-        study = open_study(cfg, storage, spec.study_name, artifact_dir=artifact_folder(url, spec.artifact_dir))
-        signals.checkpoint()
-        if on_open is not None:
-            on_open(study)
-        return _run_opened(cfg, url, spec, signals, account, n_trials, timeout, split, storage, study)
-    except KeyboardInterrupt:
-        if signals.received is not None:  # one that came while trials ran is handled there
-            what = "terminated" if signals.code == EXIT_TERMINATED else "interrupted"
-            print(f"hpo: {what} before the first trial started; no trial was run", file=sys.stderr, flush=True)
-        raise
-
-
-def _run_opened(
-    cfg: Any,
-    url: str,
-    spec: WorkerSpec,
-    signals: Signals,
-    account: Account,
-    n_trials: int | None,
-    timeout: float | None,
-    split: Any,
-    storage: Any,
-    study: Any,
-) -> WorkerResult:
-    from hpo.folders import check_folder
-    from hpo.quiet import import_tensorflow
-    from hpo.storage import mask_url
-    from hpo.study import artifact_folder, check_artifact_folder
-
+    check_spec(spec)
+    split = prepare(cfg.data)  # data errors surface before anything is stored
+    signals.checkpoint()
+    storage = make_study_storage(url, cfg)
+    study = open_study(cfg, storage, spec.study_name, artifact_dir=artifact_folder(url, spec.artifact_dir))
+    signals.checkpoint()
+    if on_open is not None:
+        on_open(study)
     folder = artifact_folder(url, spec.artifact_dir, study=study) if spec.artifacts else None
     artifact_store = None
     if folder is not None:

@@ -90,7 +90,7 @@ def urls(pw: str, base: str) -> dict[str, tuple[str, str]]:
 def fresh_registry(monkeypatch: pytest.MonkeyPatch) -> None:
     """Secrets registered by a test are forgotten after it (the hooks stay, with nothing to hide)."""
     monkeypatch.setattr(redact, "_registered", frozenset())
-    monkeypatch.setattr(redact, "_urls", {})
+    monkeypatch.setattr(redact, "_urls", ())
 
 
 # --------------------------------------------------------------------------------------------

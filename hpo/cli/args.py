@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from hpo.config import MAX_CONFIRM_SEEDS, MAX_SECONDS, MAX_SEED, MAX_THREADS, MAX_TRIALS, MAX_WORKERS, Bound, shown
+from hpo.config import MAX_CONFIRM_SEEDS, MAX_TRIALS, RUN_BOUNDS, Bound, shown
 from hpo.errors import EXIT_USAGE
+from hpo.names import name_problem, new_name_problem
 
 DEBUG_HELP = "on bad input, show the full traceback (the password of a storage URL hidden) before the one-line error"
 
@@ -32,14 +33,14 @@ def number(kind: type, bound: Bound, what: str) -> Any:
     return parse
 
 
-non_negative_int = number(int, Bound(0, MAX_TRIALS), "a whole number")
-non_negative_float = number(float, Bound(0, MAX_SECONDS), "a number of seconds")
+non_negative_int = number(int, RUN_BOUNDS["n_trials"], "a whole number")
+non_negative_float = number(float, RUN_BOUNDS["timeout"], "a number of seconds")
 positive_int = number(int, Bound(1, MAX_TRIALS), "a whole number")
-seed = number(int, Bound(0, MAX_SEED), "a whole number")
-threads = number(int, Bound(1, MAX_THREADS), "a whole number")
-workers = number(int, Bound(1, MAX_WORKERS), "a whole number")
+seed = number(int, RUN_BOUNDS["seed"], "a whole number")
+threads = number(int, RUN_BOUNDS["threads"], "a whole number")
+workers = number(int, RUN_BOUNDS["workers"], "a whole number")
 more_seeds = number(int, Bound(1, MAX_CONFIRM_SEEDS - 1), "a whole number")  # the original run is one of the seeds
-port_number = number(int, Bound(1, 65535), "a port number")
+port = number(int, Bound(1, 65535), "a port number")
 
 
 def non_empty(text: str) -> str:
@@ -48,28 +49,20 @@ def non_empty(text: str) -> str:
     return text
 
 
-def study_name(text: str) -> str:
-    """A study name to look up (see :func:`hpo.names.name_problem`)."""
-    from hpo.names import name_problem
+def name_type(problem_of: Any) -> Any:
+    """An argparse type: a non-empty study name that ``problem_of`` finds no problem with."""
 
-    problem = name_problem(non_empty(text))
-    if problem is not None:
-        raise argparse.ArgumentTypeError(problem)
-    return text
+    def parse(text: str) -> str:
+        problem = problem_of(non_empty(text))
+        if problem is not None:
+            raise argparse.ArgumentTypeError(problem)
+        return text
 
-
-def new_study_name(text: str) -> str:
-    """A name hpo may create a study under (see :func:`hpo.names.new_name_problem`)."""
-    from hpo.names import new_name_problem
-
-    problem = new_name_problem(non_empty(text))
-    if problem is not None:
-        raise argparse.ArgumentTypeError(problem)
-    return text
+    return parse
 
 
-def port(text: str) -> int:
-    return port_number(text)
+study_name = name_type(name_problem)  # a name to look up
+new_study_name = name_type(new_name_problem)  # a name hpo may create a study under
 
 
 def add_storage(p: argparse.ArgumentParser) -> None:

@@ -66,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
     from hpo.worker import WorkerSpec
 
     url = resolve_url(args.storage)
-    study = load_study(args.study_name, make_storage(url, mode="read"))
+    reader = make_storage(url, mode="read")
+    study = load_study(args.study_name, reader)
     cfg = load_config(args.study_file) if args.study_file else check_config(stored_config(study))
     seeds = max(cfg.study.confirm_seeds, args.seeds + 1)  # runs each configuration has afterwards
     cfg = dataclasses.replace(cfg, study=dataclasses.replace(cfg.study, confirm_seeds=seeds, recycle_after=0))
@@ -96,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
     code = run_study(args, cfg, spec, on_open=enqueue)
     if code != 0:
         return code
-    trials = load_study(args.study_name, make_storage(url, mode="read")).get_trials(deepcopy=False)
+    trials = load_study(args.study_name, reader).get_trials(deepcopy=False)
     found = configurations(trials)
     print(f"{'trial':>5}  {'runs':>4}  {'median':>8}  {'range':>11}  {'parameters':>10}  epochs")
     for trial in chosen:

@@ -18,21 +18,17 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     import optuna
 
-    from hpo.answer import ANSWER_ATTR, format_runs
     from hpo.storage import EmptyStorage, make_storage, mask_url, resolve_url
-    from hpo.study import STUDY_ATTR
 
     url = resolve_url(args.storage)
     try:
-        storage = make_storage(url, mode="read")
+        summaries = optuna.get_all_study_summaries(make_storage(url, mode="read"), include_best_trial=True)
     except EmptyStorage:
-        print(f"no studies in {mask_url(url)}")
-        return 0
-    summaries = optuna.get_all_study_summaries(storage, include_best_trial=True)
+        summaries = []
     if not summaries:
         print(f"no studies in {mask_url(url)}")
         return 0
-    rows = [_row(s, STUDY_ATTR, ANSWER_ATTR, format_runs) for s in summaries]
+    rows = [_row(s) for s in summaries]
     width = min(max(len(r[0]) for r in rows), NAME_WIDTH)  # a long name overflows its column, not every line
     print(f"{'study':<{width}}  trials  best value  best epochs_to_target  answer")
     for name, n_trials, value, ett, shown in rows:
@@ -43,17 +39,19 @@ def run(args: argparse.Namespace) -> int:
 NAME_WIDTH = 40
 
 
-def _row(s: Any, study_attr: str, answer_attr: str, format_runs: Any) -> tuple[str, ...]:
+def _row(s: Any) -> tuple[str, ...]:
     """One study's line as text.  Anyone can name a study or set its attributes in a shared
     storage: names and values are shown escaped (no control character reaches the terminal), and
     a value hpo cannot read shows as ``?``."""
+    from hpo.answer import ANSWER_ATTR, format_runs
     from hpo.names import printable
+    from hpo.study import STUDY_ATTR
 
     best = s.best_trial
     value = f"{best.value:.4f}" if best is not None and isinstance(best.value, float) else "-"
     ett = best.user_attrs.get("epochs_to_target") if best is not None else None
-    answer = s.user_attrs.get(answer_attr)
-    settings = s.user_attrs.get(study_attr)
+    answer = s.user_attrs.get(ANSWER_ATTR)
+    settings = s.user_attrs.get(STUDY_ATTR)
     seeds = _dig(settings, "config", "study", "confirm_seeds")
     confirming = isinstance(settings, dict) and (seeds is None or (isinstance(seeds, int) and seeds > 1))
     try:
