@@ -27,6 +27,7 @@ import matplotlib
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import optuna  # noqa: E402
 import pandas as pd  # noqa: E402
 from optuna.trial import FrozenTrial, TrialState  # noqa: E402
@@ -93,6 +94,13 @@ def _warn(message: str) -> None:
 def _first_line(error: BaseException, limit: int = 200) -> str:
     line = (str(error).strip().splitlines() or [""])[0][:limit]
     return printable(f"{type(error).__name__}: {line}" if line else type(error).__name__)
+
+
+class _PlainLogFormatter(matplotlib.ticker.LogFormatter):
+    """The log scale's choice of labelled ticks, written as plain numbers (20,000), not mathtext."""
+
+    def _num_to_string(self, x: float, vmin: float, vmax: float) -> str:
+        return f"{x:,.0f}" if x >= 1 else f"{x:g}"
 
 
 def _no_math(draw: Any) -> Any:
@@ -600,6 +608,9 @@ def plot_epochs_vs_params(table: pd.DataFrame, max_epochs: int, title: str, path
         ax.annotate(str(r["number"]), (r["n_params"], r["y"]), textcoords="offset points", xytext=(4, 3), fontsize=7)
     ax.axhline(max_epochs + 0.5, color="k", ls="--", lw=1)
     ax.set_xscale("log")
+    # the log scale's own labels are mathtext ($10^{4}$), which _no_math turns off: plain numbers
+    ax.xaxis.set_major_formatter(_PlainLogFormatter())
+    ax.xaxis.set_minor_formatter(_PlainLogFormatter(labelOnlyBase=False))
     ax.set_xlabel("trainable parameters (log scale)")
     ax.set_ylabel("epochs to target")
     ax.set_ylim(0, max_epochs + 2)

@@ -444,3 +444,29 @@ def test_a_figure_that_cannot_be_written_costs_only_itself(made, tmp_path):
     summary = (out / "summary.md").read_text()
     assert "importances" not in summary and "![history](history.png)" in summary
     assert (out / "importances.png").is_dir() and len(pd.read_csv(out / "trials.csv")) == N_TRIALS
+
+
+@pytest.mark.parametrize(("low", "high", "expected"), [(2_410, 25_450, "20,000"), (900, 2_000_000, "100,000")])
+def test_parameter_axis_labels_are_plain_numbers(low, high, expected, tmp_path, monkeypatch):
+    """Figures turn mathtext off (a "$" in a stored name is a dollar sign): the log scale's tick
+    labels must not depend on it ("$\\mathdefault{10^{4}}$" shown raw)."""
+    import matplotlib.figure
+    import pandas as pd
+
+    from hpo.reporting import plot_epochs_vs_params
+
+    seen: list[str] = []
+    save = matplotlib.figure.Figure.savefig
+
+    def recording(fig, *args, **kwargs):
+        save(fig, *args, **kwargs)  # draws the figure: the tick labels exist now
+        seen.extend(t.get_text() for ax in fig.axes for m in (False, True) for t in ax.get_xticklabels(minor=m))
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", recording)
+    table = pd.DataFrame(
+        {"family": ["dense", "dense"], "reached": [True, False], "n_params": [low, high], "y": [2, 4], "number": [0, 1]}
+    )
+    plot_epochs_vs_params(table, 3, "$study$", tmp_path / "f.png")
+    labels = [s for s in seen if s]
+    assert labels and not any("$" in s or "mathdefault" in s for s in labels), labels
+    assert expected in labels, labels
