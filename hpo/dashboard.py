@@ -27,11 +27,14 @@ import sys
 import threading
 from collections.abc import Callable, Iterable
 from socketserver import ThreadingMixIn
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 from hpo.errors import HpoError
+
+if TYPE_CHECKING:
+    from hpo.worker import Signals
 
 __all__ = [
     "TOKEN_ENV",
@@ -367,11 +370,13 @@ class _Server(ThreadingMixIn, WSGIServer):
             super().handle_error(request, client_address)
 
 
-def serve(sock: socket.socket, app: Callable) -> None:
-    """Serve ``app`` on ``sock`` (listening, see :func:`listen`) until an exception (a signal's
-    ``KeyboardInterrupt``) ends it; the socket is closed then."""
+def serve(sock: socket.socket, app: Callable, signals: Signals) -> NoReturn:
+    """Serve ``app`` on ``sock`` (listening, see :func:`listen`) until a signal comes (its
+    ``KeyboardInterrupt`` is raised then, see :meth:`hpo.worker.Signals.until_signal`); the
+    socket is closed then."""
     server = _Server(sock, app)
+    server.timeout = 0.5  # each handle_request() returns within it
     try:
-        server.serve_forever()
+        signals.until_signal(server.handle_request)
     finally:
         server.server_close()

@@ -21,7 +21,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, NoReturn
 
 from hpo.account import ACCOUNT_FILE_ENV, Account, Progress, summary, write_account
 from hpo.errors import EXIT_FAILED, EXIT_FAILURES, EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED, HpoError
@@ -84,6 +84,9 @@ class Signals:
     def __init__(self) -> None:
         self.received: int | None = None
         self.hold = False
+        self._raised: KeyboardInterrupt | None = None  # the handler's exception, if it may be lost
+        self._redeliver = False
+        self._in_hook = False
 
     @property
     def code(self) -> int:
@@ -94,11 +97,48 @@ class Signals:
 
     def handle(self, signum: int, frame: Any) -> None:
         if self.received is not None:
+            if self._redeliver and not self._in_hook:  # see lost()
+                self._redeliver = False
+                self._raise()
             return
         self.received = signum
         if not self.hold:
             self.hold = True
-            raise self.exception()
+            self._raise()
+
+    def _raise(self) -> None:
+        self._raised = self.exception()
+        raise self._raised
+
+    def lost(self, unraisable: Any) -> bool:
+        """For :data:`sys.unraisablehook`: whether ``unraisable`` is the handler's exception, raised
+        while a finalizer (``__del__``, a weakref callback) ran, where Python prints it and drops
+        it -- and the process would go on as if no signal had come.  Then it is raised again in
+        the main thread, as the signal itself is delivered again (from a helper thread: here it
+        would be raised into this hook and lost once more), until it is raised."""
+        if self._raised is None or unraisable.exc_value is not self._raised:
+            return False
+        self._in_hook, self._redeliver = True, True
+        try:
+            threading.Thread(target=self._deliver_again, daemon=True).start()
+        finally:
+            self._in_hook = False
+        return True
+
+    def _deliver_again(self) -> None:
+        main = threading.main_thread().ident
+        while self._redeliver and self.received is not None and main is not None:
+            signal.pthread_kill(main, self.received)  # a real signal: it also ends a blocking call
+            time.sleep(0.05)
+
+    def until_signal(self, step: Callable[[], Any]) -> NoReturn:
+        """A server's life: signals held (only remembered) from here on, and ``step()`` (a
+        moment's serving) called until one has come, whose exception is raised then.  Nothing
+        is raised at a random point of a server's start-up or its request handling."""
+        self.hold = True
+        while self.received is None:
+            step()
+        raise self.exception()
 
     def checkpoint(self) -> None:
         """Between the steps of a worker's start-up: end it, in one line, for a signal that came
@@ -121,12 +161,16 @@ def handling_signals() -> Iterator[Signals]:
         yield signals
         return
     previous = {signum: signal.signal(signum, signals.handle) for signum in (signal.SIGTERM, signal.SIGINT)}
+    unraisable = sys.unraisablehook
+    sys.unraisablehook = lambda u: signals.lost(u) or unraisable(u)
     try:
         yield signals
     finally:
         signals.hold = True  # a late signal must not cut the restoring short
+        signals._redeliver = False
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+        sys.unraisablehook = unraisable
 
 
 def check_spec(spec: WorkerSpec) -> None:

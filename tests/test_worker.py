@@ -13,6 +13,7 @@ import os
 import resource
 import signal
 import subprocess
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -22,7 +23,7 @@ import pytest
 from optuna.trial import TrialState
 
 from hpo.errors import TrialFailed
-from tests.conftest import STUDIES, held_trial, popen_cli, popen_held, run_cli
+from tests.conftest import STUDIES, cli_env, held_trial, popen_cli, popen_held, run_cli
 
 TINY = str(STUDIES / "tiny.toml")  # 600 Fashion-MNIST images, target 0.99 (out of reach), 2 epochs
 DIGITS = ("--set", "data.dataset=digits", "--no-progress")  # 8x8 images: 64 inputs
@@ -167,6 +168,50 @@ def test_signals_wait_while_held_and_only_the_first_counts():
         free.handle(signal.SIGINT, None)
     free.handle(signal.SIGTERM, None)  # the clean-up after the first one is not cut short
     assert (free.received, free.code) == (signal.SIGINT, 130)
+
+
+_SIGNAL_IN_A_FINALIZER = """
+import os, signal, sys, time, weakref
+from hpo.worker import Terminated, handling_signals
+
+class Target:
+    pass
+
+def spin():  # the handler runs here, inside the finalizer, where Python drops what it raises
+    os.kill(os.getpid(), signal.SIGTERM)
+    for _ in range(100_000):
+        pass
+
+class Dying:
+    def __del__(self):
+        spin()
+
+with handling_signals() as signals:
+    try:
+        if sys.argv[1] == "__del__":
+            Dying()
+        else:
+            target = Target()
+            ref = weakref.ref(target, lambda r: spin())
+            del target
+        print("finalizer done", flush=True)
+        asleep = time.monotonic()
+        time.sleep(60)
+        print("not interrupted", flush=True)
+    except Terminated:
+        print("terminated" if time.monotonic() - asleep < 30 else "terminated after the sleep", flush=True)
+"""
+
+
+@pytest.mark.parametrize("where", ["__del__", "weakref callback"])
+def test_a_signal_that_lands_in_a_finalizer_still_interrupts(where):
+    """Python drops an exception raised in ``__del__`` or a weakref callback (as SQLAlchemy's
+    registries run at import), so a signal handled there would leave the process running."""
+    out = subprocess.run(
+        [sys.executable, "-c", _SIGNAL_IN_A_FINALIZER, where], capture_output=True, text=True, timeout=90, env=cli_env()
+    )
+    assert out.stdout.split() == ["finalizer", "done", "terminated"], out.stdout + out.stderr[-2000:]
+    assert "Exception ignored" not in out.stderr and "Terminated" not in out.stderr, out.stderr[-2000:]
 
 
 def _running_with_a_report(storage):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import Any
+from typing import Any, NoReturn
 
 from hpo.cli.args import add_artifact_dir, add_storage, non_empty, port
 from hpo.dashboard import TOKEN_ENV, host_name, host_port
@@ -61,12 +61,13 @@ def _folder(storage: Any, url: str, given: str | None) -> Any:
     return artifact_folder(url, recorded[-1] if recorded else None)
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> NoReturn:
     import sys
 
     from hpo.dashboard import bind, check_token, guard, listen, loopback, serve, url_host
     from hpo.storage import make_storage, mask_url, resolve_url
 
+    args.signals.hold = True  # a signal from here on ends the dashboard once it serves (until_signal)
     url = resolve_url(args.storage)
     token = args.token or os.environ.get(TOKEN_ENV) or None  # an empty variable counts as unset
     if token is not None:
@@ -104,5 +105,4 @@ def run(args: argparse.Namespace) -> int:
                 file=sys.stderr,
                 flush=True,
             )
-        serve(listener, app)
-    return 0
+        serve(listener, app, args.signals)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import Any, NoReturn
 
 from hpo.cli.args import add_storage, port
 from hpo.errors import HpoError
@@ -25,11 +25,12 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--port", type=port, default=13000, help="port to listen on (default 13000)")
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> NoReturn:
     import optuna
 
     from hpo.storage import make_storage, mask_url, resolve_url, use_wal
 
+    args.signals.hold = True  # a signal from here on ends the proxy once it serves (until_signal)
     url = resolve_url(args.storage)
     if url.startswith("grpc://"):
         raise HpoError("proxy --storage needs a database URL (postgresql+psycopg2://, mysql+pymysql://, sqlite:///), not grpc://")
@@ -48,10 +49,9 @@ def run(args: argparse.Namespace) -> int:
     server.start()
     print(f"serving {mask_url(url)} on grpc://{args.host}:{args.port}; workers: --storage grpc://HOST:{args.port}", flush=True)
     try:
-        server.wait_for_termination()
+        args.signals.until_signal(lambda: server.wait_for_termination(timeout=0.5))
     finally:
         server.stop(grace=2)
-    return 0
 
 
 def _bind(host: str, port: int) -> Any:
