@@ -5,7 +5,8 @@ trained (pruned trials included) it uploads
 
 * ``trial-NNNN-curves.png``: loss and the monitored accuracy per epoch, the target dashed;
 * ``trial-NNNN-history.json`` (history plus the trial's outcome) and ``trial-NNNN-history.csv``;
-* ``trial-NNNN-model.keras``: the trained model, only when the trial improves the study's best.
+* ``trial-NNNN-model.keras``: the trained model, only when the trial improves the study's best
+  (a custom family's model that Keras cannot serialize is left out, with a warning).
 
 optuna-dashboard shows them on the trial's page.  An artifact that cannot be written (full
 disk, read-only folder, ...) is a warning (:class:`ArtifactWarning`), never a lost trial.
@@ -41,6 +42,10 @@ __all__ = [
 
 class ArtifactWarning(UserWarning):
     """An artifact could not be written; the trial itself is unaffected."""
+
+
+class UnserializableModel(Exception):
+    """Keras cannot save the model (a custom model or layer without ``get_config``, ...)."""
 
 
 class ArtifactFolder(FileSystemArtifactStore):
@@ -189,7 +194,11 @@ class ArtifactWriter:
         if value >= best_so_far:
             return
         path = tmp / f"trial-{trial.number:04d}-model.keras"
-        model.save(path)
+        try:
+            model.save(path)
+        except (NotImplementedError, TypeError, ValueError) as e:  # Keras' words span many lines: keep them whole
+            text = " ".join(str(e).split())[:240] or type(e).__name__
+            raise UnserializableModel(f"Keras cannot save this model, so it is not kept ({text})") from None
         self._upload(trial, path)
 
 

@@ -34,10 +34,15 @@ from hpo.names import new_name_problem
 __all__ = [
     "ACTIVATIONS",
     "BOUNDS",
+    "BUILDER_PATTERN",
+    "CUSTOM_FAMILY",
     "DATASETS",
     "DEFAULT_CAP_SLACK",
     "DEFAULT_MAX_PARAMS",
     "IMAGE_SIZES",
+    "COLOR_MODES",
+    "USER_DATASETS",
+    "check_input_shape",
     "INDEX_SUFFIXES",
     "INITIALIZERS",
     "MAX_SEED",
@@ -84,9 +89,14 @@ INITIALIZERS = (
     "orthogonal",
 )
 OPTIMIZERS = ("sgd", "rmsprop", "adagrad", "adadelta", "adam", "adamax", "nadam", "adamw")
-DATASETS = ("fashion_mnist", "mnist", "digits")
-# (height, width) of each dataset's images, known without loading it (for shape checks).
+# The bundled datasets, then the user's own: "npz" (a NumPy .npz file) and "images" (a folder
+# of class folders), both at data.path.
+DATASETS = ("fashion_mnist", "mnist", "digits", "npz", "images")
+USER_DATASETS = ("npz", "images")
+# (height, width) of each bundled dataset's images, known without loading it (for shape checks).
 IMAGE_SIZES = {"fashion_mnist": (28, 28), "mnist": (28, 28), "digits": (8, 8)}
+COLOR_MODES = ("rgb", "grayscale")  # keras.utils.image_dataset_from_directory's, without "rgba"
+MAX_IMAGE_SIDE = 8192
 SAMPLERS = ("tpe", "random", "grid")
 PRUNERS = ("median", "percentile", "hyperband", "successive_halving", "none")
 # Default cap on a model's parameters (weights + batch-norm statistics).  20 M parameters are
@@ -319,7 +329,16 @@ SPACE_SCHEMAS: dict[str, dict[str, KeySpec]] = {
         "dropout": KeySpec("float", 0.0, minimum=0.0, maximum=1.0, maximum_open=True, help="dropout before the softmax head"),
         **_TRAINING_KEYS,
     },
+    # The user's own model, made by the function ``model.builder`` names.  Besides the training
+    # keys its space holds free keys: any name (:data:`FREE_KEY`), each value's kind inferred
+    # from the value (:func:`_free_spec`); the builder gets them as a dict.
+    "custom": {**_TRAINING_KEYS},
 }
+CUSTOM_FAMILY = "custom"
+FREE_KEY = re.compile(r"[a-z][a-z0-9_]*")
+MAX_FREE_KEY = 100  # characters of a free key's name
+# ``model.builder``: "package.module:function" (the function may be an attribute path, "mod:Cls.build").
+BUILDER_PATTERN = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 
 _SECTION_KEYS: dict[str, tuple[str, ...]] = {
     "study": (
@@ -341,9 +360,9 @@ _SECTION_KEYS: dict[str, tuple[str, ...]] = {
         "confirm_seeds",
         "enqueue",
     ),
-    "data": ("dataset", "data_dir", "train_size", "validation_fraction", "split_seed"),
+    "data": ("dataset", "data_dir", "path", "image_size", "color_mode", "train_size", "validation_fraction", "split_seed"),
     "objective": ("monitor", "target", "max_epochs", "checks_per_epoch", "max_params", "cap", "cap_slack"),
-    "model": ("family",),
+    "model": ("family", "builder"),
 }
 _SECTIONS = (*_SECTION_KEYS, "space")
 
@@ -381,6 +400,9 @@ class StudySettings:
 class DataSettings:
     dataset: str = "fashion_mnist"
     data_dir: str | None = None
+    path: str | None = None  # the .npz file or the image folder of "npz" / "images"
+    image_size: tuple[int, int] | None = None  # "images": (height, width) every image is resized to
+    color_mode: str = "rgb"  # "images": "rgb" (3 channels) or "grayscale" (1)
     train_size: int = 0
     validation_fraction: float = 0.1
     split_seed: int = 0
@@ -400,6 +422,7 @@ class ObjectiveSettings:
 @dataclasses.dataclass(frozen=True)
 class ModelSettings:
     family: tuple[str, ...] = ("dense",)
+    builder: str | None = None  # the custom family's "package.module:function"
 
     @property
     def searched(self) -> bool:
@@ -789,7 +812,7 @@ def parse_config(
     data = _parse_data(chk, tables["data"])
     objective = _parse_objective(chk, tables["objective"])
     model = _parse_model(chk, tables["model"])
-    space = _parse_space(chk, chk.table(raw, "space"))
+    space = _parse_space(chk, chk.table(raw, "space"), model)
     cfg = StudyConfig(
         source=source,
         study=study,
@@ -871,10 +894,50 @@ def _parse_study(chk: _Checker, t: Mapping[str, Any], default_name: str) -> Stud
 def _parse_data(chk: _Checker, t: Mapping[str, Any]) -> DataSettings:
     dataset = chk.string(t, "data.dataset", "fashion_mnist", DATASETS)
     data_dir = chk.string(t, "data.data_dir", None)
+    path = chk.string(t, "data.path", None)
+    color_mode = chk.string(t, "data.color_mode", "rgb", COLOR_MODES)
+    image_size = _image_size(chk, t)
     train_size = chk.integer(t, "data.train_size", 0)
     vf = chk.number(t, "data.validation_fraction", 0.1)
     split_seed = chk.integer(t, "data.split_seed", 0)
-    return DataSettings(dataset=dataset, data_dir=data_dir, train_size=train_size, validation_fraction=vf, split_seed=split_seed)
+    own = dataset in USER_DATASETS
+    if own and path is None:
+        raise chk.error("data.path", f"data.dataset = {dataset!r} needs data.path: the {_OWN_DATA[dataset]}")
+    if path is not None and not own:
+        raise chk.error("data.path", f"is for data.dataset = 'npz' or 'images', not {dataset!r}")
+    if data_dir is not None and own:
+        raise chk.error(
+            "data.data_dir", f"is for the IDX files of fashion_mnist and mnist, not {dataset!r}: data.path names your data"
+        )
+    for key in ("image_size", "color_mode"):
+        if key in t and dataset != "images":
+            raise chk.error(f"data.{key}", f"is for data.dataset = 'images' (a folder of image files), not {dataset!r}")
+    return DataSettings(
+        dataset=dataset,
+        data_dir=data_dir,
+        path=path,
+        image_size=image_size,
+        color_mode=color_mode,
+        train_size=train_size,
+        validation_fraction=vf,
+        split_seed=split_seed,
+    )
+
+
+_OWN_DATA = {"npz": ".npz file holding x_train and y_train", "images": "folder of class folders of images"}
+
+
+def _image_size(chk: _Checker, t: Mapping[str, Any]) -> tuple[int, int] | None:
+    if "image_size" not in t:
+        return None
+    value, bound = t["image_size"], Bound(1, MAX_IMAGE_SIDE)
+    if (
+        not isinstance(value, list)
+        or len(value) != 2
+        or any(isinstance(v, bool) or not isinstance(v, int) or bound.problem(v) for v in value)
+    ):
+        raise chk.error("data.image_size", f"must be [height, width], two integers in {bound}, but got {shown(value)}")
+    return (value[0], value[1])
 
 
 def _parse_objective(chk: _Checker, t: Mapping[str, Any]) -> ObjectiveSettings:
@@ -908,7 +971,17 @@ def _parse_model(chk: _Checker, t: Mapping[str, Any]) -> ModelSettings:
             raise chk.error("model.family", f"unknown family {shown(f)}; choose from {', '.join(SPACE_SCHEMAS)}")
     if len(set(families)) != len(families):
         raise chk.error("model.family", f"duplicate families in {shown(raw)}")
-    return ModelSettings(family=tuple(families))
+    builder = t.get("builder")
+    if builder is not None and CUSTOM_FAMILY not in families:
+        raise chk.error("model.builder", f"{shown(builder)} is for model.family = 'custom', not {shown(raw)}")
+    if builder is None and CUSTOM_FAMILY in families:
+        raise chk.error(
+            "model.builder",
+            "model.family = 'custom' needs model.builder = \"package.module:function\", the function that builds the model",
+        )
+    if builder is not None and not (isinstance(builder, str) and BUILDER_PATTERN.fullmatch(builder)):
+        raise chk.error("model.builder", f'must be "package.module:function", but got {shown(builder)}')
+    return ModelSettings(family=tuple(families), builder=builder)
 
 
 def indexed_key(key: str, per: Sequence[str], indices: Sequence[int]) -> str:
@@ -947,7 +1020,7 @@ def _split_indexed(schema: Mapping[str, KeySpec], name: str) -> tuple[str, tuple
     return m.group("key"), tuple(int(i) for _, i in parts)
 
 
-def _parse_space(chk: _Checker, t: Mapping[str, Any]) -> Mapping[str, Mapping[str, ParamSpec]]:
+def _parse_space(chk: _Checker, t: Mapping[str, Any], model: ModelSettings) -> Mapping[str, Mapping[str, ParamSpec]]:
     for family in t:
         if family not in SPACE_SCHEMAS:
             raise chk.unknown(f"space.{family}", tuple(SPACE_SCHEMAS))
@@ -956,6 +1029,9 @@ def _parse_space(chk: _Checker, t: Mapping[str, Any]) -> Mapping[str, Mapping[st
         table = chk.table(t, f"space.{family}")
         specs = {}
         indexed: dict[str, tuple[str, tuple[int, ...]]] = {}
+        if family == CUSTOM_FAMILY:
+            out[family] = _parse_custom_space(chk, table, model)
+            continue
         for name in table:
             if name in schema:
                 continue
@@ -974,6 +1050,85 @@ def _parse_space(chk: _Checker, t: Mapping[str, Any]) -> Mapping[str, Mapping[st
     return _frozen(out)
 
 
+def _parse_custom_space(chk: _Checker, table: Mapping[str, Any], model: ModelSettings) -> Mapping[str, ParamSpec]:
+    """``[space.custom]``: the training keys as in every family, then free keys in the file's order."""
+    schema = SPACE_SCHEMAS[CUSTOM_FAMILY]
+    if table and CUSTOM_FAMILY not in model.family:
+        family = model.family[0] if len(model.family) == 1 else list(model.family)
+        key = f"space.{CUSTOM_FAMILY}.{next(iter(table))}"
+        raise chk.error(key, f"[space.custom] is for model.family = 'custom' (with model.builder), not {shown(family)}")
+    specs: dict[str, ParamSpec] = {}
+    for key, spec in schema.items():
+        try:
+            specs[key] = _parse_spec(chk, f"space.custom.{key}", spec, table.get(key, spec.default))
+        except ConfigError as e:
+            shared = ", ".join(schema)
+            raise ConfigError(
+                f"{e.message} ({shared} are the training keys every family shares; the builder does not get them: "
+                "give your own parameter another name)",
+                source=e.source,
+                key=e.key,
+            ) from None
+    for name, raw in table.items():
+        if name in schema:
+            continue
+        key = f"space.custom.{name}"
+        if not FREE_KEY.fullmatch(name) or len(name) > MAX_FREE_KEY:
+            raise chk.error(
+                key,
+                f"a parameter name must be a lowercase letter, then lowercase letters, digits or _ "
+                f"([a-z][a-z0-9_]*, at most {MAX_FREE_KEY} characters), but got {shown(name)}",
+            )
+        if name == "family":
+            raise chk.error(key, "'family' is reserved (the trial's model family): give the parameter another name")
+        specs[name] = _parse_spec(chk, key, _free_spec(chk, key, raw), raw)
+    return _frozen(specs)
+
+
+# What a free key of [space.custom] accepts: numbers are finite, integers fit in 64 bits.
+_FREE_BOUNDS = {
+    "int": {"minimum": -(2**63), "maximum": 2**63 - 1},
+    "float": {"minimum": -math.inf, "maximum": math.inf, "minimum_open": True, "maximum_open": True},
+}
+
+
+def _free_spec(chk: _Checker, key: str, raw: Any) -> KeySpec:
+    """The :class:`KeySpec` of a free key, its kind inferred from the value: ``true``/``false``
+    is a bool, a string a str, an integer an int, any other number a float; a list's values
+    must share one kind (integers and floats together are floats); a range ``{low, high}`` is
+    an int range when both ends are integers, else a float range."""
+
+    def kind_of(value: Any) -> str | None:
+        if isinstance(value, bool):
+            return "bool"
+        if isinstance(value, int):
+            return "int"
+        if isinstance(value, float):
+            return "float"
+        return "str" if isinstance(value, str) else None
+
+    if isinstance(raw, dict):
+        ends = [raw.get("low"), raw.get("high")]
+        kind = "int" if all(kind_of(v) == "int" for v in ends) else "float"
+    elif isinstance(raw, list):
+        kinds = {kind_of(v) for v in raw}
+        if kinds == {"int", "float"}:
+            kinds = {"float"}
+        if None in kinds or len(kinds) > 1:
+            raise chk.error(
+                key, f"a choice list must hold values of one kind (numbers, strings or true/false), but got {shown(raw)}"
+            )
+        kind = kinds.pop() if kinds else "str"  # an empty list: refused by _parse_spec
+    else:
+        kind = kind_of(raw)
+        if kind is None:
+            raise chk.error(
+                key,
+                f"must be a number, a string, true/false, a list of them or a range {{low, high}}, but got {shown(raw)}",
+            )
+    return KeySpec(kind, None, **_FREE_BOUNDS.get(kind, {}), help="a parameter of the user's builder")
+
+
 def _check_reach(
     chk: _Checker, family: str, specs: Mapping[str, ParamSpec], name: str, key: str, indices: tuple[int, ...]
 ) -> None:
@@ -990,10 +1145,34 @@ def _check_reach(
 
 
 def _check_image_size(chk: _Checker, cfg: StudyConfig) -> None:
-    """Refuse an Inception space whose downsampling shrinks the dataset's images below 1x1."""
+    """What :func:`check_input_shape` can check before the data is loaded: the bundled datasets'
+    image sizes, and a folder's ``data.image_size``."""
+    size = IMAGE_SIZES.get(cfg.data.dataset) or cfg.data.image_size
+    if size is not None:
+        _check_stages(chk, cfg, size, f"{cfg.data.dataset}'s")
+
+
+def check_input_shape(cfg: StudyConfig, shape: tuple[int, ...], what: str) -> None:
+    """Refuse, before anything is stored, a family that cannot take the data's examples of
+    ``shape`` (``what`` names the data): the Inception family needs images, and its
+    downsampling must not shrink them below 1x1."""
     if "inception" not in cfg.model.family:
         return
-    height, width = IMAGE_SIZES[cfg.data.dataset]
+    chk = _Checker(cfg.source, set(cfg.overridden))
+    if len(shape) != 3:
+        raise chk.error(
+            "model.family",
+            f"the inception family needs images (height, width, channels), but {what} holds feature vectors of "
+            f"{shape[0]} values: use the dense family",
+        )
+    _check_stages(chk, cfg, shape[:2], f"{what}'s")
+
+
+def _check_stages(chk: _Checker, cfg: StudyConfig, size_hw: Sequence[int], whose: str) -> None:
+    """Refuse an Inception space whose downsampling shrinks ``size_hw`` images below 1x1."""
+    if "inception" not in cfg.model.family:
+        return
+    height, width = size_hw
     size = min(height, width)
     sizes = [size]
     while size >= 3:
@@ -1005,6 +1184,5 @@ def _check_image_size(chk: _Checker, cfg: StudyConfig) -> None:
         path = " -> ".join(str(s) for s in [*sizes, 0][: stages + 1])
         raise chk.error(
             "space.inception.stages",
-            f"{stages} stages would downsample {cfg.data.dataset}'s {height}x{width} images below 1x1 "
-            f"({path}); at most {fits} fit",
+            f"{stages} stages would downsample {whose} {height}x{width} images below 1x1 ({path}); at most {fits} fit",
         )

@@ -1,8 +1,13 @@
-"""Datasets: Fashion-MNIST, MNIST (IDX files) and scikit-learn's digits.
+"""Datasets: Fashion-MNIST, MNIST (IDX files), scikit-learn's digits, and the user's own: a
+NumPy ``.npz`` file (``data.dataset = "npz"``) or a folder of class folders of images
+(``"images"``, read by Keras' ``image_dataset_from_directory``), both at ``data.path``.
 
-Images come as float32 in [0, 1] with shape (N, H, W, 1); labels as int32.  A validation split
-is carved out of the training set with a fixed seed; the test set is never touched while
-tuning.  Everything is loaded once per process (:func:`load_dataset` is cached).
+Examples come as float32 with shape (N, H, W, C) for images (pixels of uint8 data scaled to
+[0, 1], float data as given) or (N, D) for feature vectors; labels as int32 in 0..K-1 (the
+user's labels in sorted order, :attr:`Dataset.classes`).  A validation split is carved out of
+the training set with a fixed seed; the test set is never touched while tuning (data without
+one has one held out, with its own seed).  Everything is loaded once per process
+(:func:`load_dataset` is cached).
 """
 
 from __future__ import annotations
@@ -10,16 +15,30 @@ from __future__ import annotations
 import dataclasses
 import functools
 import gzip
+import hashlib
 import os
 import stat
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from hpo.config import DataSettings
+from hpo.config import DataSettings, StudyConfig, check_input_shape
 from hpo.errors import DataError
 
-__all__ = ["Dataset", "Split", "check_data", "load_dataset", "read_idx", "find_idx_dir", "prepare", "split_sizes"]
+__all__ = [
+    "Dataset",
+    "Split",
+    "check_data",
+    "check_input",
+    "data_name",
+    "data_identity",
+    "load_dataset",
+    "read_idx",
+    "find_idx_dir",
+    "prepare",
+    "split_sizes",
+]
 
 _IDX_FILES = {
     "x_train": "train-images-idx3-ubyte.gz",
@@ -50,13 +69,13 @@ class Dataset:
     x_test: np.ndarray
     y_test: np.ndarray
     source: str
-
-    @property
-    def image_shape(self) -> tuple[int, int, int]:
-        return tuple(self.x_train.shape[1:])  # type: ignore[return-value]
+    classes: tuple[Any, ...] | None = None  # the user's label of each class 0..K-1 (None: 0..K-1 themselves)
+    notes: tuple[str, ...] = ()  # what a worker says about the data once (a held-out test set)
 
     @property
     def n_classes(self) -> int:
+        if self.classes is not None:
+            return len(self.classes)
         return int(max(self.y_train.max(), self.y_test.max())) + 1
 
 
@@ -70,9 +89,11 @@ class Split:
     y_val: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
-    image_shape: tuple[int, int, int]
+    image_shape: tuple[int, ...]  # of one example: (H, W, C) images, (D,) feature vectors
     n_classes: int
     source: str
+    classes: tuple[Any, ...] | None = None
+    notes: tuple[str, ...] = ()
 
 
 def read_idx(path: Path, magic: int) -> np.ndarray:
@@ -179,19 +200,117 @@ def _load_digits() -> Dataset:
 
 
 @functools.lru_cache(maxsize=4)
-def load_dataset(name: str, data_dir: str | None = None) -> Dataset:
-    """Load a dataset once per process."""
+def load_dataset(
+    name: str,
+    data_dir: str | None = None,
+    *,
+    path: str | None = None,
+    image_size: tuple[int, int] | None = None,
+    color_mode: str = "rgb",
+    split_seed: int = 0,
+    test_fraction: float = 0.1,
+) -> Dataset:
+    """Load a dataset once per process (``split_seed`` and ``test_fraction`` hold out the test
+    set of user data without one)."""
     if name == "digits":
         return _load_digits()
+    if name in ("npz", "images"):
+        from hpo import userdata
+
+        if path is None:
+            raise DataError(f"data.dataset = {name!r} needs data.path")
+        load = (
+            userdata.load_npz
+            if name == "npz"
+            else functools.partial(userdata.load_images, image_size=image_size, color_mode=color_mode)
+        )
+        return _own(name, load(path), split_seed, test_fraction)
     return _load_idx(name, data_dir)
 
 
-def check_data(settings: DataSettings) -> None:
-    """Load the dataset once without keeping it, so that a missing or corrupt file, or a split
-    that leaves no image on one side, is reported before processes that each load it for
-    themselves (``--workers``) start."""
-    ds = load_dataset.__wrapped__(settings.dataset, settings.data_dir)
-    split_sizes(len(ds.x_train), settings)
+def _load(settings: DataSettings, cached: bool = True) -> Dataset:
+    load = load_dataset if cached else load_dataset.__wrapped__
+    return load(
+        settings.dataset,
+        settings.data_dir,
+        path=settings.path,
+        image_size=settings.image_size,
+        color_mode=settings.color_mode,
+        split_seed=settings.split_seed,
+        test_fraction=settings.validation_fraction,
+    )
+
+
+def _own(name: str, arrays: Any, seed: int, fraction: float) -> Dataset:
+    """The user's data (:class:`hpo.userdata.Arrays`) as a dataset; without a test set,
+    ``fraction`` of its examples (at least one) are held out as one, chosen with ``seed``, and
+    its notes say so."""
+    ds = Dataset(name, *arrays)
+    if len(ds.x_test):
+        return ds
+    n = len(ds.x_train)
+    n_test = max(1, int(round(n * fraction)))
+    if n - n_test < 2:
+        raise DataError(f"data.path: {ds.source!r} holds {n} examples: too few to hold out a test set and still train")
+    order = np.random.default_rng([seed, 1]).permutation(n)
+    test, train = order[:n_test], order[n_test:]
+    note = (
+        f"{ds.source} has no test set: {n_test} of its {n} examples are held out as one "
+        f"(data.validation_fraction of them, chosen with data.split_seed = {seed})"
+    )
+    return Dataset(
+        ds.name,
+        ds.x_train[train],
+        ds.y_train[train],
+        ds.x_train[test],
+        ds.y_train[test],
+        ds.source,
+        ds.classes,
+        (*ds.notes, note),
+    )
+
+
+def check_data(cfg: StudyConfig) -> tuple[tuple[int, ...], int]:
+    """Load the dataset once without keeping it, so that a missing or corrupt file, a split
+    that leaves no image on one side, or data the model family cannot take is reported before
+    processes that each load it for themselves (``--workers``) start.  Returns one example's
+    shape and the number of classes."""
+    ds = _load(cfg.data, cached=False)
+    split_sizes(len(ds.x_train), cfg.data)
+    shape = tuple(_scale(ds.x_train[:1]).shape[1:])
+    check_input(cfg, shape)
+    return shape, ds.n_classes
+
+
+def check_input(cfg: StudyConfig, shape: tuple[int, ...]) -> None:
+    """The model families of ``cfg`` can take examples of ``shape`` (see
+    :func:`hpo.config.check_input_shape`)."""
+    check_input_shape(cfg, shape, data_name(cfg.data))
+
+
+def data_name(settings: DataSettings) -> str:
+    """The dataset as messages and the banner name it: ``fashion_mnist``, ``'cats/'``."""
+    return repr(settings.path) if settings.dataset in ("npz", "images") and settings.path else settings.dataset
+
+
+def data_identity(settings: DataSettings) -> dict[str, Any]:
+    """What a study on the user's data is bound to (stored with the study's identity, checked on
+    resume): the file or folder, and the ``.npz`` file's SHA-256 or the folder's loading
+    settings."""
+    if settings.path is None or settings.dataset not in ("npz", "images"):
+        return {}
+    where = str(Path(settings.path).expanduser().absolute())
+    if settings.dataset == "images":
+        size = list(settings.image_size) if settings.image_size else None
+        return {"data.path": where, "data.image_size": size, "data.color_mode": settings.color_mode}
+    digest = hashlib.sha256()
+    try:
+        with open(where, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    except OSError as e:
+        raise DataError(f"data.path: cannot read {settings.path!r}: {e.strerror or e}") from None
+    return {"data.path": where, "data.sha256": digest.hexdigest()}
 
 
 def split_sizes(n: int, settings: DataSettings) -> tuple[int, int]:
@@ -208,13 +327,16 @@ def split_sizes(n: int, settings: DataSettings) -> tuple[int, int]:
 
 
 def _scale(x: np.ndarray) -> np.ndarray:
-    return (x.astype(np.float32) / np.float32(255.0))[..., None]
+    """float32 examples: uint8 pixels scaled to [0, 1], floats as given; (N, H, W) images get a
+    channel axis."""
+    out = x.astype(np.float32) / np.float32(255.0) if x.dtype == np.uint8 else x.astype(np.float32, copy=False)
+    return out[..., None] if out.ndim == 3 else out
 
 
 @functools.lru_cache(maxsize=4)
 def prepare(settings: DataSettings) -> Split:
     """Split and scale a dataset as the data settings say (cached per process)."""
-    ds = load_dataset(settings.dataset, settings.data_dir)
+    ds = _load(settings)
     n = len(ds.x_train)
     _, n_val = split_sizes(n, settings)
     order = np.random.default_rng(settings.split_seed).permutation(n)
@@ -228,7 +350,9 @@ def prepare(settings: DataSettings) -> Split:
         y_val=ds.y_train[val].astype(np.int32),
         x_test=_scale(ds.x_test),
         y_test=ds.y_test.astype(np.int32),
-        image_shape=(*ds.x_train.shape[1:], 1),
+        image_shape=tuple(_scale(ds.x_train[:1]).shape[1:]),
         n_classes=ds.n_classes,
         source=ds.source,
+        classes=ds.classes,
+        notes=ds.notes,
     )

@@ -19,7 +19,7 @@ from typing import Any, NoReturn
 
 from hpo.account import ACCOUNT_ENV, ACCOUNT_FILE_ENV, Account, Progress, summary
 from hpo.errors import EXIT_FAILED, EXIT_OK, HpoError
-from hpo.worker import Terminated, WorkerResult, WorkerSpec, check_spec, make_study_storage, rss_mb
+from hpo.worker import Terminated, WorkerResult, WorkerSpec, check_builder, check_spec, make_study_storage, rss_mb
 
 __all__ = ["recycle", "run_workers", "shares", "worker_argv"]
 
@@ -109,7 +109,7 @@ def run_workers(cfg: Any, url: str, spec: WorkerSpec, workers: int, *, quiet_sta
     counts the trials of all of them; the summary covers the whole command.
     """
     from hpo.config import derive_seed
-    from hpo.data import check_data
+    from hpo.data import check_data, data_name
     from hpo.redact import scrub
     from hpo.storage import mask_url
     from hpo.study import artifact_folder, open_study
@@ -117,7 +117,9 @@ def run_workers(cfg: Any, url: str, spec: WorkerSpec, workers: int, *, quiet_sta
     check_spec(spec)
     if url.startswith("sqlite") and ":memory:" in url:
         raise HpoError("an in-memory SQLite storage cannot be shared by worker processes: use a file, PostgreSQL or MySQL")
-    check_data(cfg.data)  # each worker loads the data itself; a missing or corrupt file stops all before the study exists
+    # Each worker loads the data itself: a missing or corrupt file, or a model builder that does
+    # not fit it, stops all before the study exists.
+    check_builder(cfg, *check_data(cfg))
     storage = make_study_storage(url, cfg)
     study = open_study(cfg, storage, spec.study_name, artifact_dir=artifact_folder(url, spec.artifact_dir))
     name = study.study_name
@@ -132,7 +134,7 @@ def run_workers(cfg: Any, url: str, spec: WorkerSpec, workers: int, *, quiet_sta
     if not quiet_start:
         per = ", ".join("unlimited" if s is None else str(s) for s in split)
         print(
-            f"study {name!r} in {mask_url(url)}: {cfg.data.dataset}, {cfg.objective.monitor} >= {cfg.objective.target} "
+            f"study {name!r} in {mask_url(url)}: {data_name(cfg.data)}, {cfg.objective.monitor} >= {cfg.objective.target} "
             f"within {cfg.objective.max_epochs} epochs; {len(split)} worker processes x {threads} CPU threads, "
             f"trials per worker: {per}",
             flush=True,

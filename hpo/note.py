@@ -40,6 +40,19 @@ def answer_section(cfg: StudyConfig, answer: Mapping[str, Any] | None) -> list[s
     return lines
 
 
+def _data_lines(cfg: StudyConfig) -> list[str]:
+    """The user's data: its file (and SHA-256) or folder (and how its images are read)."""
+    from hpo.data import data_identity
+
+    ident = data_identity(cfg.data)
+    if not ident:
+        return []
+    if "data.sha256" in ident:
+        return [f"* data: {md_code(ident['data.path'])}, SHA-256 {md_code(ident['data.sha256'])}"]
+    size = "x".join(str(v) for v in ident["data.image_size"]) if ident["data.image_size"] else "their own size"
+    return [f"* data: {md_code(ident['data.path'])}, images read at {size}, {ident['data.color_mode']}"]
+
+
 def study_note(cfg: StudyConfig, name: str | None = None, answer: Mapping[str, Any] | None = None) -> str:
     """Dataset, objective, answer and search space of study ``name`` (default: the file's), as markdown."""
     d, o = cfg.data, cfg.objective
@@ -48,6 +61,7 @@ def study_note(cfg: StudyConfig, name: str | None = None, answer: Mapping[str, A
         f"## {md_text(name or cfg.study.name)}: epochs to `{o.monitor}` >= {o.target:g}",
         "",
         f"* dataset: **{d.dataset}** ({size}, validation fraction {d.validation_fraction:g}, split seed {d.split_seed})",
+        *_data_lines(cfg),
         f"* monitor: `{o.monitor}`, target: **{o.target:g}**, max_epochs: **{o.max_epochs}**",
         f"* objective `epochs_to_target` (minimize): the epoch the target was reached, else "
         f"{o.max_epochs} + 1 + (target - best {o.monitor})",
@@ -71,6 +85,8 @@ def study_note(cfg: StudyConfig, name: str | None = None, answer: Mapping[str, A
         if cfg.model.searched or len(cfg.space) > 1:
             lines.append(f"**{family}**" + (f" (family one of {', '.join(cfg.model.family)})" if cfg.model.searched else ""))
             lines.append("")
+        if family == "custom":
+            lines += [f"model built by {md_code(cfg.model.builder)}(params, input_shape, n_classes)", ""]
         lines += ["| key | values |", "|---|---|"]
         lines += [f"| {key} | {_spec(spec)} |" for key, spec in cfg.space[family].items()]
         lines.append("")

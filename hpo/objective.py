@@ -8,7 +8,8 @@ Faults inside one trial never stop the study:
 
 * a NaN or infinite loss ends training; the trial is COMPLETE with the not-reached cost
   (``stop_reason = "nan"``), so the sampler learns that the region is bad;
-* a model with more than ``objective.max_params`` parameters is not built: COMPLETE with the
+* a model with more than ``objective.max_params`` parameters is not built (a custom family's
+  model, which has no formula, is built to be counted, and not trained): COMPLETE with the
   worst not-reached cost, ``max_epochs + 1 + target`` (``stop_reason = "too_large"``), so the
   sampler does not propose it again and again, as it would for a failed trial;
 * any other exception (out of memory, ...) raises :class:`hpo.errors.TrialFailed`: the trial is
@@ -223,8 +224,15 @@ class Objective:
             setting="objective.monitor",
         )
         started = time.perf_counter()
-        model = None
-        n_params = models.count_params(params, self.split.image_shape, self.split.n_classes)
+        try:  # the custom family builds its model to count it (models.measure): the user's code may raise
+            model, n_params = models.measure(params, self.split.image_shape, self.split.n_classes)
+        except HpoError:
+            raise
+        except KeyboardInterrupt:
+            trial.set_user_attr("stop_reason", "interrupted")
+            raise
+        except Exception as e:
+            raise self._failed(trial, e, None) from e
         if budget == 0:  # its configuration cannot beat the answer any more: not trained
             cb.stop_reason = "dropped"
             self._record(trial, None, cb, n_params, started)
@@ -233,7 +241,8 @@ class Objective:
             return self._too_large(trial, cb, n_params, started)
         try:
             extra = [make(trial) for make in self.keras_callbacks]
-            model = models.build(params, self.split.image_shape, self.split.n_classes)
+            if model is None:
+                model = models.build(params, self.split.image_shape, self.split.n_classes)
             steps = math.ceil(len(self.split.x_train) / params.batch_size)  # batches per pass over the data
             models.compile_model(model, params, steps_per_execution=schedule.steps_per_execution, steps_per_epoch=steps)
             trial.set_user_attr("xla", bool(model.jit_compile))
@@ -247,15 +256,20 @@ class Objective:
             trial.set_user_attr("stop_reason", "interrupted")
             raise
         except Exception as e:
-            line = (str(e).strip().splitlines() or [type(e).__name__])[0][:500]
-            trial.set_user_attr("stop_reason", "error")
-            trial.set_user_attr("error", f"{type(e).__name__}: {line}")
-            trial.set_user_attr("n_params", n_params)
-            raise TrialFailed(f"{type(e).__name__}: {line}") from e
+            raise self._failed(trial, e, n_params) from e
         self._record(trial, model, cb, n_params, started)
         if cb.last_cost is None:  # no epoch ran
             return not_reached_cost(obj.max_epochs, obj.target, -math.inf)
         return float(cb.last_cost)
+
+    def _failed(self, trial: optuna.Trial, e: Exception, n_params: int | None) -> TrialFailed:
+        """The trial's error recorded (``stop_reason = "error"``), as the exception that fails it."""
+        line = (str(e).strip().splitlines() or [type(e).__name__])[0][:500]
+        trial.set_user_attr("stop_reason", "error")
+        trial.set_user_attr("error", f"{type(e).__name__}: {line}")
+        if n_params is not None:
+            trial.set_user_attr("n_params", n_params)
+        return TrialFailed(f"{type(e).__name__}: {line}")
 
     def _repeat_budget(self, trial: optuna.Trial, step: float) -> float | None:
         """Epochs a confirmation repeat may train (None: no limit, 0: not at all); see :mod:`hpo.answer`."""

@@ -417,6 +417,8 @@ def test_accuracy(
 
     try:
         fields = {k: v for k, v in info["data"].items() if k in DataSettings.__dataclass_fields__}
+        if fields.get("image_size") is not None:
+            fields["image_size"] = tuple(fields["image_size"])  # stored as JSON's list
         split = prepare(DataSettings(**fields))
     except HpoError as e:
         return lost(f"test data not available: {e}")

@@ -7,7 +7,8 @@ and is recorded in the trial's ``fixed_params`` user attribute.
 Parameter names are the space keys (``layers``, ``units_l0``, ``learning_rate`` ...).  When the
 model family itself is searched (``model.family = ["dense", ...]``) the trial first suggests
 ``family`` and every other name is prefixed with it (``dense_units_l0``), so that two families
-never share a parameter with different meanings or ranges.
+never share a parameter with different meanings or ranges.  The custom family's free keys
+(``[space.custom]``) are named the same way (``filters``, or ``custom_filters`` when searched).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
 from hpo.config import (
+    CUSTOM_FAMILY,
     MAX_GRID_POINTS,
     SPACE_SCHEMAS,
     Choice,
@@ -41,6 +43,7 @@ __all__ = [
     "grid_search_space",
     "param_name",
     "params_from_trial",
+    "probe_params",
     "sample",
     "FAMILY_SAMPLERS",
 ]
@@ -56,6 +59,7 @@ class Params:
     optimizer: str
     batch_size: int
     fixed: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    builder: str | None = None  # the custom family's model.builder; its ``arch`` is the builder's params
 
     def as_dict(self) -> dict[str, Any]:
         out = {"family": self.family, **dict(self.arch)}
@@ -108,6 +112,7 @@ class _Suggester:
             optimizer=self("optimizer"),
             batch_size=int(self("batch_size")),
             fixed=self.fixed,
+            builder=self.cfg.model.builder if self.family == CUSTOM_FAMILY else None,
         )
 
 
@@ -179,11 +184,22 @@ def _inception_names(specs: Mapping[str, ParamSpec]) -> dict[str, str]:
     return names
 
 
+def _sample_custom(s: _Suggester) -> Params:
+    """The free keys of ``[space.custom]``, in the file's order, as the builder's params."""
+    shared = SPACE_SCHEMAS[CUSTOM_FAMILY]
+    return s.params({key: s(key) for key in s.specs if key not in shared})
+
+
+def _custom_names(specs: Mapping[str, ParamSpec]) -> dict[str, str]:
+    return {k: k for k in specs}
+
+
 # family -> (sampler, names): the sampler suggests one trial's parameters, names lists every
 # Optuna name the family can suggest with the space key that governs it.
 FAMILY_SAMPLERS: dict[str, tuple[Callable[[_Suggester], Params], Callable[[Mapping[str, ParamSpec]], dict[str, str]]]] = {
     "dense": (_sample_dense, _dense_names),
     "inception": (_sample_inception, _inception_names),
+    CUSTOM_FAMILY: (_sample_custom, _custom_names),
 }
 
 
@@ -198,6 +214,12 @@ def sample(trial: optuna.Trial, cfg: StudyConfig) -> Params:
 def params_from_trial(cfg: StudyConfig, trial: optuna.trial.FrozenTrial) -> Params:
     """The parameters a finished trial trained with (e.g. to rebuild and save the best model)."""
     return sample(optuna.trial.FixedTrial(dict(trial.params)), cfg)
+
+
+def probe_params(cfg: StudyConfig, family: str) -> Params:
+    """The parameters of ``family`` with every searched key at its first value (a range's low, a
+    list's first value): what a check at start-up builds, with no trial."""
+    return FAMILY_SAMPLERS[family][0](_Suggester(_Probe({}), cfg, family))  # type: ignore[arg-type]
 
 
 def _all_distributions(cfg: StudyConfig):

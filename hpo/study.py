@@ -18,6 +18,7 @@ import optuna
 from optuna.distributions import check_distribution_compatibility
 
 from hpo.config import StudyConfig, parse_config
+from hpo.data import data_identity
 from hpo.errors import HpoError, StudyMismatchError
 from hpo.names import printable
 from hpo.note import save_study_note
@@ -97,7 +98,7 @@ def open_study(
     """
     name = study_name or cfg.study.name
     sampler, pruner = make_sampler(cfg), make_pruner(cfg)
-    identity = cfg.identity()
+    identity = {**cfg.identity(), **data_identity(cfg.data)}
     try:
         study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
     except KeyError:
@@ -109,6 +110,12 @@ def open_study(
             study = _adopt(study, cfg, identity, artifact_dir)
         stored = study.user_attrs.get(STUDY_ATTR, {}).get("identity", {})
         for key, value in identity.items():
+            if key == "data.sha256" and key in stored and stored[key] != value:
+                raise StudyMismatchError(
+                    f"{cfg.source}: data.path: {cfg.data.path!r} changed since study {name!r} was run on it "
+                    f"(SHA-256 {stored[key][:12]}..., now {value[:12]}...); costs on other data cannot be compared: "
+                    "use another --study-name"
+                )
             if key in stored and stored[key] != value:
                 raise StudyMismatchError(
                     f"{cfg.source}: {key}: study {name!r} was run with {stored[key]!r}, not {value!r}; "
@@ -166,11 +173,20 @@ def _store_settings(study: optuna.Study, cfg: StudyConfig, identity: dict[str, A
         {
             "identity": identity,
             "source": cfg.source,
-            "data": dataclasses.asdict(cfg.data),
+            "data": _data_settings(cfg),
             "config": cfg.raw,
             **({ARTIFACT_DIR_KEY: str(Path(artifact_dir).absolute())} if artifact_dir is not None else {}),
         },
     )
+
+
+def _data_settings(cfg: StudyConfig) -> dict[str, Any]:
+    """The data settings as stored (``report`` reloads the test set with them): the user's file
+    or folder by its absolute path, so that it is found from any folder."""
+    data = dataclasses.asdict(cfg.data)
+    if data["path"] is not None:
+        data["path"] = str(Path(data["path"]).expanduser().absolute())
+    return data
 
 
 def enqueue_warm_start(study: optuna.Study, cfg: StudyConfig) -> None:

@@ -26,7 +26,16 @@ from typing import Any, NoReturn
 from hpo.account import ACCOUNT_FILE_ENV, Account, Progress, summary, write_account
 from hpo.errors import EXIT_FAILED, EXIT_FAILURES, EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED, HpoError
 
-__all__ = ["Signals", "Terminated", "WorkerResult", "WorkerSpec", "check_spec", "handling_signals", "run_worker"]
+__all__ = [
+    "Signals",
+    "Terminated",
+    "WorkerResult",
+    "WorkerSpec",
+    "check_builder",
+    "check_spec",
+    "handling_signals",
+    "run_worker",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -192,6 +201,28 @@ def check_spec(spec: WorkerSpec) -> None:
         check_folder(spec.artifact_dir, "--artifact-dir", writable=False)
 
 
+def check_builder(cfg: Any, input_shape: tuple[int, ...], n_classes: int, *, threads: int | None = None) -> None:
+    """The custom family's ``model.builder`` imports and builds a model that fits the data (see
+    :func:`hpo.models.custom.check_builder`), before anything is stored; other families: nothing.
+    ``threads``: TensorFlow's CPU threads (``--threads``), set before the test build starts
+    TensorFlow, after which they cannot change."""
+    from hpo.config import CUSTOM_FAMILY
+
+    if CUSTOM_FAMILY not in cfg.model.family:
+        return
+    from hpo.quiet import import_tensorflow
+
+    import_tensorflow()  # quietly, before the user's module or hpo.models imports it
+    if threads is not None:
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    from hpo.models.custom import check_builder as check
+
+    check(cfg, input_shape, n_classes)
+
+
 def make_study_storage(url: str, cfg: Any) -> Any:
     """The storage with the study file's heartbeat and retry settings."""
     from hpo.storage import make_storage
@@ -212,7 +243,7 @@ def run_worker(
     """Run this process's trials of the study (see the module's docstring); ``on_open(study)``
     runs once the study is open, before the first trial.  ``account`` is the command's account
     so far (a recycled worker's), updated in place."""
-    from hpo.data import prepare
+    from hpo.data import check_input, data_name, prepare
     from hpo.folders import check_folder
     from hpo.quiet import import_tensorflow
     from hpo.storage import mask_url
@@ -227,9 +258,13 @@ def run_worker(
     signals.hold = True
     check_spec(spec)
     split = prepare(cfg.data)  # data errors surface before anything is stored
+    check_input(cfg, split.image_shape)
+    check_builder(cfg, split.image_shape, split.n_classes, threads=spec.threads)
     signals.checkpoint()
     storage = make_study_storage(url, cfg)
     study = open_study(cfg, storage, spec.study_name, artifact_dir=artifact_folder(url, spec.artifact_dir))
+    if split.classes is not None and "classes" not in study.user_attrs:
+        study.set_user_attr("classes", list(split.classes))  # class i of the model is the user's label classes[i]
     signals.checkpoint()
     if on_open is not None:
         on_open(study)
@@ -273,11 +308,13 @@ def run_worker(
     if not account.banner:
         asked = account.asked if account.asked is not None else "unlimited"
         print(
-            f"study {study.study_name!r} in {mask_url(url)}: {cfg.data.dataset} ({len(split.x_train)} train / "
+            f"study {study.study_name!r} in {mask_url(url)}: {data_name(cfg.data)} ({len(split.x_train)} train / "
             f"{len(split.x_val)} validation), {cfg.objective.monitor} >= {cfg.objective.target} "
             f"within {cfg.objective.max_epochs} epochs; running {asked} trials",
             flush=True,
         )
+        for note in split.notes:
+            print(f"hpo: note: {note}", flush=True)
         account.banner = True
     _one_line_thread_errors(url)
     held = len(study.get_trials(deepcopy=False))

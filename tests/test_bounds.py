@@ -34,6 +34,7 @@ from hpo.config import (
     SPACE_SCHEMAS,
     DataSettings,
     derive_seed,
+    parse_config,
     parse_override,
 )
 from hpo.errors import ConfigError, DataError, HpoError
@@ -127,9 +128,13 @@ def test_every_number_of_the_study_file_has_a_bound_and_a_readme_row() -> None:
         "study.enqueue",
         "data.dataset",
         "data.data_dir",
+        "data.path",
+        "data.color_mode",
+        "data.image_size",  # [height, width], each in [1, 8192]: tests/test_userdata.py
         "objective.monitor",
         "objective.cap",
         "model.family",
+        "model.builder",
     }
     assert numeric == set(BOUNDS)
     readme = (REPO / "README.md").read_text()
@@ -167,6 +172,8 @@ def _space_base(family: str) -> dict:
     if family == "inception":
         raw["data"]["dataset"] = "fashion_mnist"  # 28x28: up to 3 stages fit
         raw["space"]["inception"] = {"stages": 1}
+    if family == "custom":
+        raw["model"]["builder"] = "mine:build"  # not imported while the file is read
     return raw
 
 
@@ -409,7 +416,7 @@ def test_a_split_that_leaves_a_side_empty_is_refused(fraction: float, side: str)
     from hpo.data import check_data, prepare
 
     settings = DataSettings(dataset="digits", validation_fraction=fraction)
-    for check in (check_data, prepare):
+    for check in (lambda s: check_data(parse_config({"data": {"dataset": "digits", "validation_fraction": fraction}})), prepare):
         with pytest.raises(DataError, match=f"data.validation_fraction = {fraction} leaves {side} of the 1438 training"):
             check(settings)
     split = prepare(DataSettings(dataset="digits", validation_fraction=0.001))  # 1.4 -> 1 validation image

@@ -1,6 +1,7 @@
 """Model builders: :class:`hpo.space.Params` -> compiled ``keras.Model``.
 
-Only this package knows Keras layers.  Each family registers a builder in :data:`BUILDERS`.
+Only this package knows Keras layers.  Each family registers a builder in :data:`BUILDERS`; the
+custom family's builder calls the user's function (:mod:`hpo.models.custom`).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import keras
 
+from hpo.models.custom import build_custom
 from hpo.models.dense import build_dense, count_dense_params
 from hpo.models.inception import build_inception, count_inception_params
 from hpo.space import Params
@@ -19,6 +21,7 @@ __all__ = [
     "COUNTERS",
     "build",
     "count_params",
+    "measure",
     "compile_model",
     "load_model",
     "make_optimizer",
@@ -31,11 +34,13 @@ __all__ = [
 BUILDERS: dict[str, Callable[[Params, tuple[int, ...], int], keras.Model]] = {
     "dense": build_dense,
     "inception": build_inception,
+    "custom": build_custom,
 }
 # Parameter count of the model a builder would make, computed without allocating a weight (so
 # that a too-large model is refused before it can exhaust memory).  Keras 3 creates a layer's
 # weights as soon as it is called on a symbolic input, so an unbuilt model cannot be counted
-# by Keras itself; tests check each formula against ``model.count_params()``.
+# by Keras itself; tests check each formula against ``model.count_params()``.  The custom family
+# has no formula: its model is built to be counted (:func:`measure`).
 COUNTERS: dict[str, Callable[[Params, tuple[int, ...], int], int]] = {
     "dense": count_dense_params,
     "inception": count_inception_params,
@@ -59,9 +64,21 @@ def build(params: Params, input_shape: tuple[int, ...], n_classes: int) -> keras
     return BUILDERS[params.family](params, tuple(input_shape), n_classes)
 
 
+def measure(params: Params, input_shape: tuple[int, ...], n_classes: int) -> tuple[keras.Model | None, int]:
+    """``(model, n_params)``: the parameter count of the trial's model (trainable and not), and
+    the model itself when counting needed building it (a family without a formula in
+    :data:`COUNTERS`, the custom one), else None -- so that it is not built twice."""
+    counter = COUNTERS.get(params.family)
+    if counter is not None:
+        return None, counter(params, tuple(input_shape), n_classes)
+    model = build(params, input_shape, n_classes)
+    return model, model.count_params()
+
+
 def count_params(params: Params, input_shape: tuple[int, ...], n_classes: int) -> int:
-    """``build(params, ...).count_params()`` (trainable and not), without building the model."""
-    return COUNTERS[params.family](params, tuple(input_shape), n_classes)
+    """``build(params, ...).count_params()`` (trainable and not); without building the model
+    where the family has a formula."""
+    return measure(params, input_shape, n_classes)[1]
 
 
 def make_optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimizer:
@@ -78,7 +95,8 @@ XLA_MIN_PARAM_STEPS = 200_000_000
 def use_xla(model: keras.Model, params: Params, steps_per_epoch: int | None = None) -> bool:
     """Whether to compile ``model`` with XLA: never with dropout (XLA's CPU random numbers are
     slow); for dense nets only when ``parameters x steps_per_epoch`` reaches
-    :data:`XLA_MIN_PARAM_STEPS` (when ``steps_per_epoch`` is given); other families always."""
+    :data:`XLA_MIN_PARAM_STEPS` (when ``steps_per_epoch`` is given); other families (the custom
+    one included) always."""
     if _has_dropout(model):
         return False
     if params.family == "dense" and steps_per_epoch is not None:
