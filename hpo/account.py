@@ -11,13 +11,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import os
 import sys
 import time
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["ACCOUNT_ENV", "ACCOUNT_FILE_ENV", "Account", "Progress", "summary"]
+__all__ = ["ACCOUNT_ENV", "ACCOUNT_FILE_ENV", "Account", "Progress", "best_text", "summary", "trial_line"]
 
 ACCOUNT_ENV = "HPO_ACCOUNT"
 ACCOUNT_FILE_ENV = "HPO_ACCOUNT_FILE"
@@ -77,13 +78,80 @@ def write_account(account: Account) -> None:
             f.write(account.to_json())
 
 
+def _number(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else "none"
+
+
+def trial_line(trial: Any, cfg: Any) -> str | None:
+    """One line for a finished trial: its number, outcome, epochs and seconds -- Optuna's log
+    line of the trial without the parameters (``--verbose`` shows those too).  None for a trial
+    that did not train (``max_trials`` reached)."""
+    from optuna.trial import TrialState
+
+    ua, obj = trial.user_attrs, cfg.objective
+    reason = ua.get("stop_reason")
+    if reason in ("max_trials", "interrupted") or (trial.state == TrialState.FAIL and reason is None):
+        return None  # the worker says why it stops; Optuna's warning says why a trial failed
+    best = f"best {obj.monitor} {_number(ua.get('best_' + obj.monitor))}"
+    epochs = ua.get("epochs")
+    if trial.state == TrialState.FAIL:
+        outcome = f"failed: {ua.get('error', 'see the warning above')}"
+    elif ua.get("reached_target"):
+        outcome = f"{ua['epochs_to_target']:g} epochs to {obj.monitor} >= {obj.target:g}"
+    elif reason == "too_large":
+        outcome = f"not built: {ua.get('n_params', 0):,} parameters, over objective.max_params"
+    elif reason == "nan":
+        outcome = f"stopped after epoch {epochs}: the loss is NaN"
+    elif reason == "dropped":
+        outcome = "dropped: it can no longer beat the answer"
+    elif reason in ("capped", "pruned"):
+        outcome = f"{reason} after epoch {epochs} ({best})"
+    else:
+        outcome = f"not reached in {epochs} epochs ({best})"
+    what = f"trial {trial.number}"
+    if ua.get("repeat_of") is not None:
+        what += f" (repeat of {ua['repeat_of']}, seed {ua.get('seed')})"
+    seconds = ua.get("seconds")
+    return f"{what}: {outcome}" + (f", {seconds:.1f} s" if isinstance(seconds, (int, float)) else "")
+
+
+def best_text(study: Any, cfg: Any) -> str:
+    """The progress bar's words: ``best: 4 epochs (trial 22)``, ``best: not reached
+    (val_accuracy 0.8660)``, and the confirmed answer once there is one."""
+    from hpo.answer import stored_answer
+
+    try:
+        best = study.best_trial
+    except ValueError:
+        return ""
+    ua, obj = best.user_attrs, cfg.objective
+    if ua.get("reached_target"):
+        text = f"best: {ua['epochs_to_target']:g} epochs (trial {best.number})"
+    else:
+        text = f"best: not reached ({obj.monitor} {_number(ua.get('best_' + obj.monitor))})"
+    answer = stored_answer(study) if cfg.study.confirming else None
+    if answer is not None and isinstance(answer["median"], (int, float)) and math.isfinite(answer["median"]):
+        text += f", answer: {answer['median']:g} epochs (trial {answer['trial']})"
+    return text
+
+
 class Progress:
     """One progress bar for a whole command (tqdm, on stderr): search trials done of those
-    asked, and the repeats.  While it shows, Optuna's log lines and :meth:`write` go above it."""
+    asked, the repeats, and the best result.  While it shows, log lines and :meth:`write` go
+    above it.  With ``cfg``, each finished trial is one line (:func:`trial_line`), above the bar
+    or, without one (a log file, ``--no-progress``), on stdout."""
 
-    def __init__(self, account: Account, enabled: bool = True):
+    def __init__(self, account: Account, enabled: bool = True, cfg: Any = None, quiet_optuna: bool = False):
         self.account = account
+        self.cfg = cfg
         self.bar = None
+        self._best = ""
+        self._verbosity: int | None = None
+        if quiet_optuna:  # its INFO line per trial repeats every parameter; trial_line says the rest
+            import optuna
+
+            self._verbosity = optuna.logging.get_verbosity()
+            optuna.logging.set_verbosity(optuna.logging.WARNING)
         self._handler: logging.Handler | None = None
         if not enabled or not sys.stderr.isatty():  # a log file gets Optuna's lines, not a redrawn bar
             return
@@ -110,8 +178,9 @@ class Progress:
         logging.getLogger("optuna").addHandler(self._handler)
 
     def _show_postfix(self) -> None:
-        if self.bar is not None and self._repeats:
-            self.bar.set_postfix_str(f"+{self._repeats} repeats")
+        if self.bar is not None:
+            words = [f"+{self._repeats} repeats"] if self._repeats else []
+            self.bar.set_postfix_str(", ".join([*words, *([self._best] if self._best else [])]))
 
     def trial_done(self, repeat: bool) -> None:
         if self.bar is None:
@@ -122,17 +191,27 @@ class Progress:
         else:
             self.bar.update(1)
 
-    def set(self, searched: int, repeats: int) -> None:
-        """Show counts found elsewhere (a launcher polling its workers' study)."""
+    def set(self, searched: int, repeats: int, best: str | None = None) -> None:
+        """Show counts (and the best result, :func:`best_text`) found elsewhere (a launcher
+        polling its workers' study)."""
         if self.bar is None:
             return
         self._repeats = repeats
+        if best is not None:
+            self._best = best
         self.bar.n = searched
         self._show_postfix()
         self.bar.refresh()
 
     def after_trial(self, study: Any, trial: Any) -> None:  # an Optuna callback
+        if self.cfg is not None:
+            line = trial_line(trial, self.cfg)
+            if line is not None:
+                self.write(line)
+            if self.bar is not None:
+                self._best = best_text(study, self.cfg)
         self.trial_done(trial.user_attrs.get("repeat_of") is not None)
+        self._show_postfix()
 
     def write(self, line: str) -> None:
         if self.bar is None:
@@ -144,6 +223,11 @@ class Progress:
             tqdm.write(line.rstrip("\n"), file=sys.stdout)
 
     def close(self) -> None:
+        if self._verbosity is not None:  # the caller's Optuna logging as it was (hpo.optimize in-process)
+            import optuna
+
+            optuna.logging.set_verbosity(self._verbosity)
+            self._verbosity = None
         if self.bar is None:
             return
         import optuna

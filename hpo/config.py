@@ -68,6 +68,8 @@ __all__ = [
     "derive_seed",
     "indexed_key",
     "read_config",
+    "resolve_study_file",
+    "shipped_study_files",
     "parse_config",
     "parse_override",
     "resolve_key",
@@ -193,6 +195,7 @@ BOUNDS: dict[str, Bound] = {
     "study.confirm_seeds": Bound(0, MAX_CONFIRM_SEEDS),
     "data.train_size": Bound(0, 10_000_000),
     "data.validation_fraction": Bound(0, 1, minimum_open=True, maximum_open=True),
+    "data.validation_size": Bound(0, 10_000_000),
     "data.split_seed": Bound(0, MAX_SEED),
     "objective.target": Bound(0, 1, minimum_open=True),
     "objective.max_epochs": Bound(1, 1000),
@@ -360,7 +363,17 @@ _SECTION_KEYS: dict[str, tuple[str, ...]] = {
         "confirm_seeds",
         "enqueue",
     ),
-    "data": ("dataset", "data_dir", "path", "image_size", "color_mode", "train_size", "validation_fraction", "split_seed"),
+    "data": (
+        "dataset",
+        "data_dir",
+        "path",
+        "image_size",
+        "color_mode",
+        "train_size",
+        "validation_fraction",
+        "validation_size",
+        "split_seed",
+    ),
     "objective": ("monitor", "target", "max_epochs", "checks_per_epoch", "max_params", "cap", "cap_slack"),
     "model": ("family", "builder"),
 }
@@ -405,6 +418,7 @@ class DataSettings:
     color_mode: str = "rgb"  # "images": "rgb" (3 channels) or "grayscale" (1)
     train_size: int = 0
     validation_fraction: float = 0.1
+    validation_size: int = 0  # cap on validation images: the first ones of the validation part (0 = no cap)
     split_seed: int = 0
 
 
@@ -470,7 +484,9 @@ class StudyConfig:
 
 def read_config(path: str | Path, overrides: Sequence[str] = ()) -> StudyConfig:
     """Read a study file (TOML, or JSON holding the same tables), apply ``--set`` overrides and
-    validate what needs no Optuna (:func:`hpo.load_config` checks the rest)."""
+    validate what needs no Optuna (:func:`hpo.load_config` checks the rest).  A bare name such
+    as ``quickstart`` reads the study file shipped with hpo (:func:`resolve_study_file`)."""
+    path = resolve_study_file(path)
     source = str(path)
     text = _read_study_file(path, source)
     if Path(path).suffix == ".json":
@@ -496,6 +512,33 @@ def read_config(path: str | Path, overrides: Sequence[str] = ()) -> StudyConfig:
     default_name = Path(path).stem
     overridden = apply_overrides(raw, overrides, source)
     return parse_config(raw, source=source, default_name=default_name, overridden=overridden)
+
+
+def shipped_study_files() -> dict[str, Path]:
+    """The ready study files installed with hpo (the package data of ``hpo.studies``, the
+    repository's ``studies/``): name (the file's stem) -> path."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec("hpo.studies")
+    except ImportError:
+        spec = None
+    folders = list(spec.submodule_search_locations or ()) if spec is not None else []
+    return {p.stem: p for folder in folders[:1] for p in sorted(Path(folder).glob("*.toml")) if p.is_file()}
+
+
+def _bare_name(text: str) -> bool:
+    return bool(text) and "/" not in text and os.sep not in text and not text.endswith((".toml", ".json"))
+
+
+def resolve_study_file(path: str | Path) -> str | Path:
+    """``path`` itself, unless it is a bare name (no folder, no ``.toml``/``.json``) that names
+    no file in the current folder but a shipped study file: ``quickstart`` -> the installed
+    ``hpo/studies/quickstart.toml``."""
+    text = str(path)
+    if not _bare_name(text) or os.path.lexists(text):
+        return path
+    return shipped_study_files().get(text, path)
 
 
 _FILE_KINDS = {
@@ -528,7 +571,9 @@ def _read_study_file(path: str | Path, source: str) -> str:
     try:
         info = os.stat(path)
     except FileNotFoundError:
-        raise ConfigError("study file not found", source=source) from None
+        shipped = ", ".join(shipped_study_files()) if _bare_name(source) else ""
+        hint = f" (a bare name reads a shipped one: {shipped})" if shipped else ""
+        raise ConfigError(f"study file not found{hint}", source=source) from None
     except OSError as e:
         raise refuse(os_reason(e)) from None
     except ValueError:  # a NUL byte in the path
@@ -899,6 +944,7 @@ def _parse_data(chk: _Checker, t: Mapping[str, Any]) -> DataSettings:
     image_size = _image_size(chk, t)
     train_size = chk.integer(t, "data.train_size", 0)
     vf = chk.number(t, "data.validation_fraction", 0.1)
+    validation_size = chk.integer(t, "data.validation_size", 0)
     split_seed = chk.integer(t, "data.split_seed", 0)
     own = dataset in USER_DATASETS
     if own and path is None:
@@ -920,6 +966,7 @@ def _parse_data(chk: _Checker, t: Mapping[str, Any]) -> DataSettings:
         color_mode=color_mode,
         train_size=train_size,
         validation_fraction=vf,
+        validation_size=validation_size,
         split_seed=split_seed,
     )
 

@@ -314,10 +314,14 @@ def data_identity(settings: DataSettings) -> dict[str, Any]:
 
 
 def split_sizes(n: int, settings: DataSettings) -> tuple[int, int]:
-    """(training, validation) images of a training set of ``n`` images split as ``settings`` say;
-    a split that leaves either side without an image is a :class:`DataError`."""
+    """(training, validation) images of a training set of ``n`` images split as ``settings`` say:
+    ``validation_fraction`` of them are the validation part, of which the first
+    ``validation_size`` (when not 0) are used; ``train_size`` caps the rest.  A split that leaves
+    either side without an image is a :class:`DataError`."""
     n_val = int(round(n * settings.validation_fraction))
     n_train = n - n_val if not settings.train_size else min(settings.train_size, n - n_val)
+    if settings.validation_size and n_val > 0:
+        n_val = min(n_val, settings.validation_size)
     vf = f"data.validation_fraction = {settings.validation_fraction!r}"
     if n_val < 1:
         raise DataError(f"{vf} leaves no validation image of the {n} training images of {settings.dataset}: make it larger")
@@ -338,11 +342,10 @@ def prepare(settings: DataSettings) -> Split:
     """Split and scale a dataset as the data settings say (cached per process)."""
     ds = _load(settings)
     n = len(ds.x_train)
-    _, n_val = split_sizes(n, settings)
+    n_train, n_val = split_sizes(n, settings)
+    part = int(round(n * settings.validation_fraction))  # the validation part, before validation_size
     order = np.random.default_rng(settings.split_seed).permutation(n)
-    val, train = order[:n_val], order[n_val:]
-    if settings.train_size:
-        train = train[: settings.train_size]
+    val, train = order[:n_val], order[part:][:n_train]
     return Split(
         x_train=_scale(ds.x_train[train]),
         y_train=ds.y_train[train].astype(np.int32),

@@ -17,7 +17,7 @@ import threading
 from pathlib import Path
 from typing import Any, NoReturn
 
-from hpo.account import ACCOUNT_ENV, ACCOUNT_FILE_ENV, Account, Progress, summary
+from hpo.account import ACCOUNT_ENV, ACCOUNT_FILE_ENV, Account, Progress, best_text, summary
 from hpo.errors import EXIT_FAILED, EXIT_OK, HpoError
 from hpo.worker import Terminated, WorkerResult, WorkerSpec, check_builder, check_spec, make_study_storage, rss_mb
 
@@ -50,6 +50,8 @@ def worker_argv(spec: WorkerSpec) -> list[str]:
         argv += ["--threads", str(spec.threads)]
     if not spec.progress:
         argv += ["--no-progress"]
+    if spec.verbose:
+        argv += ["--verbose"]
     return argv
 
 
@@ -157,10 +159,11 @@ def run_workers(cfg: Any, url: str, spec: WorkerSpec, workers: int, *, quiet_sta
         while not finished.wait(2.0):
             try:
                 searched, repeats = _counts(study, before)
+                best = best_text(study, cfg) if progress.bar is not None else None
             except Exception:  # noqa: BLE001 - a missed update is no error
                 continue
             with lock:
-                progress.set(searched, repeats)
+                progress.set(searched, repeats, best)
 
     with tempfile.TemporaryDirectory(prefix="hpo-workers-") as tmp:
         files = [Path(tmp) / f"worker-{i}.json" for i in range(len(split))]

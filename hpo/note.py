@@ -40,6 +40,17 @@ def answer_section(cfg: StudyConfig, answer: Mapping[str, Any] | None) -> list[s
     return lines
 
 
+def _steps_line(checks_per_epoch: int) -> str:
+    """What the dashboard's "Step" axis of intermediate values counts: the pruners' rungs
+    (successive halving, warm-up steps) are in these steps, so they stay counted from 0."""
+    if checks_per_epoch == 1:
+        return "* intermediate values: step s is the cost after epoch s + 1 (steps count from 0)"
+    return (
+        f"* intermediate values: step s is the cost after check s + 1 of {checks_per_epoch} per epoch, "
+        f"i.e. after (s + 1) / {checks_per_epoch} epochs (steps count from 0)"
+    )
+
+
 def _data_lines(cfg: StudyConfig) -> list[str]:
     """The user's data: its file (and SHA-256) or folder (and how its images are read)."""
     from hpo.data import data_identity
@@ -60,11 +71,14 @@ def study_note(cfg: StudyConfig, name: str | None = None, answer: Mapping[str, A
     lines = [
         f"## {md_text(name or cfg.study.name)}: epochs to `{o.monitor}` >= {o.target:g}",
         "",
-        f"* dataset: **{d.dataset}** ({size}, validation fraction {d.validation_fraction:g}, split seed {d.split_seed})",
+        f"* dataset: **{d.dataset}** ({size}, validation fraction {d.validation_fraction:g}"
+        + (f", at most {d.validation_size} validation images" if d.validation_size else "")
+        + f", split seed {d.split_seed})",
         *_data_lines(cfg),
         f"* monitor: `{o.monitor}`, target: **{o.target:g}**, max_epochs: **{o.max_epochs}**",
         f"* objective `epochs_to_target` (minimize): the epoch the target was reached, else "
         f"{o.max_epochs} + 1 + (target - best {o.monitor})",
+        _steps_line(o.checks_per_epoch),
         f"* max_params: {o.max_params:,} (larger models are not built: `too_large`, the worst value)"
         if o.max_params
         else "* max_params: no cap",

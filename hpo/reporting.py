@@ -143,7 +143,7 @@ def _clean(key: str, value: Any) -> Any:
     if key in _INTEGER_COLUMNS:
         ok = _is_number(value) and math.isfinite(value) and float(value).is_integer()
         return int(value) if ok else _BAD
-    if key in _NUMBER_COLUMNS:
+    if key in _NUMBER_COLUMNS or key.startswith("best_"):
         return (None if math.isnan(value) else value) if _is_number(value) else _BAD
     if key == "reached_target":
         return value if isinstance(value, bool) else _BAD
@@ -155,8 +155,18 @@ def _clean(key: str, value: Any) -> Any:
 _BAD = object()
 
 
-def trials_frame(study: optuna.Study) -> pd.DataFrame:
-    """One row per trial: outcome columns, then ``params_<name>`` for every parameter."""
+def trials_frame(study: optuna.Study, monitor: str | None = None) -> pd.DataFrame:
+    """One row per trial: outcome columns (:data:`BASE_COLUMNS`, then ``best_<monitor>``, the
+    best value of the monitored metric; ``monitor`` defaults to the study's), then
+    ``params_<name>`` for every parameter."""
+    if monitor is None:
+        try:
+            monitor = str(study_info(study)["monitor"])
+        except HpoError:  # not an hpo study: the default monitor's column, likely empty
+            monitor = "val_accuracy"
+    best_key = f"best_{monitor}"
+    best_column = f"best_{printable(monitor)}"
+    outcome_columns = [*BASE_COLUMNS, best_column]
     rows, bad = [], []
     for t in study.get_trials(deepcopy=False):
         ua = t.user_attrs
@@ -165,22 +175,22 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
             "state": t.state.name,
             "value": t.value if t.values is not None and len(t.values) == 1 else math.nan,
         }
-        for key in BASE_COLUMNS[3:]:
+        for key, column in [*((k, k) for k in BASE_COLUMNS[3:]), (best_key, best_column)]:
             value = _clean(key, ua.get(key))
             if value is _BAD:  # written by another program: left empty, said once below
-                bad.append(f"trial {t.number} {key}={printable(repr(ua.get(key)))[:40]}")
+                bad.append(f"trial {t.number} {column}={printable(repr(ua.get(key)))[:40]}")
                 value = None
-            row[key] = value
+            row[column] = value
         for name, value in trial_params(t).items():
             row[f"params_{printable(name)}"] = value
         rows.append(row)
     if bad:
         more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
         _warn(f"{len(bad)} stored values are not what hpo records and are left empty: {', '.join(bad[:3])}{more}")
-    df = pd.DataFrame(rows, columns=list(BASE_COLUMNS) if not rows else None)
+    df = pd.DataFrame(rows, columns=outcome_columns if not rows else None)
     if rows:
         params = sorted(c for c in df.columns if c.startswith("params_"))
-        df = df[[*BASE_COLUMNS, *params]]
+        df = df[[*outcome_columns, *params]]
         for c in params:  # an integer parameter absent from some trials stays integer
             present = [r[c] for r in rows if r.get(c) is not None]
             if present and all(isinstance(v, int) and not isinstance(v, bool) for v in present):
@@ -232,15 +242,26 @@ def optimization_history(df: pd.DataFrame) -> pd.DataFrame:
     ).reset_index(drop=True)
 
 
+# Optuna's default evaluator (optuna.importance.get_param_importances), named as the figure says it.
+IMPORTANCE_EVALUATOR = "PED-ANOVA"
+FEW_TRIALS = 10  # importances from fewer complete trials are flagged in the figure
+
+
 def importances(study: optuna.Study) -> dict[str, float]:
-    """Optuna's parameter importances; empty when there are too few completed trials to say."""
+    """Optuna's parameter importances (its default evaluator, PED-ANOVA, normalised to sum to
+    1); empty when there are too few completed trials to say.  The evaluator's own warnings
+    about small studies stay off the terminal: the figure says how many trials it rests on."""
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if len(complete) < 2:
         return {}
+    evaluator = optuna.importance.PedAnovaImportanceEvaluator()
     try:
-        return {k: float(v) for k, v in optuna.importance.get_param_importances(study).items()}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            found = optuna.importance.get_param_importances(study, evaluator=evaluator)
     except (ValueError, RuntimeError):  # no parameter varies, or a single distinct value
         return {}
+    return {k: float(v) for k, v in found.items()}
 
 
 def best_curves(study: optuna.Study, k: int = 4) -> list[dict[str, Any]]:
@@ -633,14 +654,17 @@ def plot_epochs_vs_params(table: pd.DataFrame, max_epochs: int, title: str, path
 
 
 @_no_math
-def plot_importances(imp: Mapping[str, float], title: str, path: str | Path) -> Path:
-    """Horizontal bars, most important parameter on top."""
+def plot_importances(imp: Mapping[str, float], title: str, path: str | Path, n_complete: int | None = None) -> Path:
+    """Horizontal bars, most important parameter on top; flagged when they rest on fewer than
+    :data:`FEW_TRIALS` complete trials."""
     fig, ax = plt.subplots(figsize=(7, 0.5 * max(3, len(imp)) + 1.2))
     if imp:
         names = list(imp)[::-1]
         ax.barh(range(len(names)), [imp[n] for n in names], color="tab:blue")
         ax.set_yticks(range(len(names)), [_label(n, 40) for n in names])  # positions: equal labels stay two bars
-        ax.set_xlabel("importance (fANOVA, sums to 1)")
+        ax.set_xlabel(f"importance ({IMPORTANCE_EVALUATOR}, Optuna's default evaluator; sums to 1)")
+        if n_complete is not None and n_complete < FEW_TRIALS:  # in the title: it covers no bar
+            title = f"{title}\nfrom only {n_complete} complete trials: a rough guide"
         for i, n in enumerate(names):
             ax.text(imp[n], i, f" {imp[n]:.2f}", va="center", fontsize=8)
         ax.set_xlim(0, max(imp.values()) * 1.15 or 1)
@@ -785,7 +809,7 @@ def write_report(
     info = study_info(study)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    df = trials_frame(study)
+    df = trials_frame(study, info["monitor"])
     df.to_csv(out / "trials.csv", index=False)
     name = _label(study.study_name)
     goal = f"{_label(info['monitor'], 30)} >= {info['target']:g}"
@@ -796,7 +820,12 @@ def write_report(
         "epochs_vs_params.png": lambda path: plot_epochs_vs_params(
             epochs_vs_params(df, info["max_epochs"]), info["max_epochs"], f"{name}: epochs to {goal} vs. model size", path
         ),
-        "importances.png": lambda path: plot_importances(importances(study), f"{name}: parameter importances", path),
+        "importances.png": lambda path: plot_importances(
+            importances(study),
+            f"{name}: parameter importances",
+            path,
+            n_complete=len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))),
+        ),
         "best_curves.png": lambda path: plot_learning_curves(best_curves(study, top), info["monitor"], info["target"], path),
         "confirmation.png": lambda path: plot_confirmation(
             confirmation_table(study, info), info["max_epochs"], f"{name}: epochs to {goal} over seeds", path

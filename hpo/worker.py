@@ -58,6 +58,7 @@ class WorkerSpec:
     tensorboard_batches: bool = False
     threads: int | None = None
     progress: bool = True
+    verbose: bool = False
     debug: bool = False
 
 
@@ -328,7 +329,12 @@ def run_worker(
     budget = _Budget(n_trials, recycle or None, cfg.study.confirming)
     if not spec.debug:  # before the progress bar, whose log handler takes the filters along
         _no_traceback_for_failed_trials()
-    progress = Progress(account, enabled=spec.progress and (n_trials is not None or timeout is not None or cfg.study.confirming))
+    progress = Progress(
+        account,
+        enabled=spec.progress and (n_trials is not None or timeout is not None or cfg.study.confirming),
+        cfg=cfg,
+        quiet_optuna=not spec.verbose,
+    )
     trial_callbacks = [run.after_trial]
     if cfg.study.confirming:
         from hpo.answer import Confirmation

@@ -1,44 +1,67 @@
-"""Search efficiency on the mission's question, counted in training epochs.
+"""hpo against the tools a Keras user would pick, side by side, on hpo's question.
 
-Every variant searches the main job's space (studies/fashion_dense.toml: dense networks on
-Fashion-MNIST, target 0.88 val_accuracy) until it has spent a fixed budget of training epochs,
-one trial at a time.  For each run it records
+One search space (the main job's, ``[space.dense]`` of studies/fashion_dense.toml, expressed in
+each tool's own API), the same data (hpo's loader: Debian's Fashion-MNIST files), and one budget
+of training epochs for every tool:
 
-* ``epochs_to_3``: the total epochs spent (all trials so far, pruned ones included) when the
-  study first holds a trial that reached the target within 3 epochs (None: not within budget);
-* ``best``: the best epochs-to-target once the budget is spent (None: target never reached).
+* ``hpo``: the study file as it ships (TPE, successive halving inside the epoch cap,
+  confirmation over 3 seeds, warm start), run in this process through :func:`hpo.optimize`;
+* ``keras_tuner_hyperband``: KerasTuner's ``Hyperband`` (objective ``val_accuracy``,
+  ``max_epochs`` = the question's, ``factor = 3``);
+* ``keras_tuner_bayes``: KerasTuner's ``BayesianOptimization``, fixed epochs (not run unless
+  asked for with ``--tools``);
+* ``optuna_integration``: Optuna as its Keras example does it: ``TPESampler`` +
+  ``MedianPruner``, ``optuna_integration.TFKerasPruningCallback`` on ``val_accuracy``,
+  direction maximize, fixed epochs;
+* ``random``: random search, no pruning, fixed epochs.
 
-Variants run for real (``--variants``): ``tpe+median`` (hpo's default sampler and pruner),
-``tpe+<pruner>`` for the other pruners, ``tpe+median/k4`` (4 target checks per epoch),
-``random`` (random sampling, no pruning) and ``grid`` (the tutorial's way: one relu layer,
-Adam 1e-3, a grid of widths and batch sizes, shuffled by the seed, no pruning).  Seeds run
-one after another, every variant per seed, so a partial run still compares like with like.
+None of the peers minimises epochs-to-target, so each runs the way its users run it and is
+judged on hpo's question afterwards, from the per-epoch ``val_accuracy`` its trials logged.
 
-Pruners are also compared by replay: random sampling does not depend on results, so the
-``random`` runs' learning curves, fed step by step to each pruner exactly as hpo's callback
-does (report, target check, should_prune), give what each pruner would have spent on the
-very same trials.
+What is measured per tool and seed:
 
-Each finished run is appended to ``--out`` (JSON lines); runs already there are skipped, so
-the command resumes.  The summary (medians over seeds, with ranges) is printed and its last
-line is a JSON object.
+* answer quality: the configuration the tool would hand its user (hpo: its confirmed answer,
+  else its best trial; the others: the trial with the fewest epochs to the target in its
+  histories, ties to the higher val_accuracy at that epoch, else the highest val_accuracy),
+  re-trained by one plain Keras function for every tool with the same fresh seeds; its median
+  epochs-to-target (not reached = max_epochs + 1) and range;
+* cost: training epochs and CPU-seconds the tool spent (this process, all threads), and the
+  epochs it had spent when it first held its final answer;
+* with ``--checkpoints``, the answer each tool held after a fraction of the budget, re-trained
+  the same way (the figure's lines).
 
-    python scripts/bench_search.py --out docs/bench_search.jsonl             # the full comparison
-    python scripts/bench_search.py --seeds 0 --budget 12 --variants random   # a smoke run
-    python scripts/bench_search.py --out docs/bench_search.jsonl --summary   # summary only
+Every tool is stopped once its epochs reach the budget: the peers in the middle of a trial (a
+Keras callback stops ``fit`` and the search loop), hpo after the trial (and the confirmation
+repeats) running then, so hpo may overshoot by up to ``confirm_seeds x max_epochs``; the epochs
+actually spent are what is reported.
+
+Each finished run (question, tool, seed, budget) is appended to ``--out`` as one JSON line and
+skipped when the command runs again, so a long benchmark spans several sittings.
+
+    python scripts/bench_search.py --quick                                   # < 10 min, 1 seed
+    python scripts/bench_search.py --question quickstart                     # 5 seeds, resumable
+    python scripts/bench_search.py --question main                           # 3 seeds, hours
+    python scripts/bench_search.py --summary --figure docs/bench_search.png  # table and figure
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
+import dataclasses
+import gc
+import io
 import json
 import math
 import os
+import resource
 import statistics
 import sys
+import tempfile
 import time
-import tomllib
+import warnings
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -47,252 +70,752 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 STUDY_FILE = REPO / "studies" / "fashion_dense.toml"
-PRUNERS = ("median", "percentile", "successive_halving", "hyperband")
-GRID_SPACE = {
-    "layers": 1,
-    "units": [32, 64, 128, 256, 512, 1024],
-    "activation": "relu",
-    "initializer": "glorot_uniform",
-    "dropout": 0.0,
-    "batchnorm": False,
-    "learning_rate": 1e-3,
-    "optimizer": "adam",
-    "batch_size": [32, 64, 128, 256],
+DEFAULT_OUT = REPO / "docs" / "bench" / "search_peers.jsonl"
+TOOLS = ("hpo", "keras_tuner_hyperband", "optuna_integration", "random", "keras_tuner_bayes")
+DEFAULT_TOOLS = TOOLS[:4]
+MONITOR = "val_accuracy"
+FRESH_SEED_BASE = 10_000  # fresh seeds of the re-training: 10000, 10001, ... (never a search seed)
+
+
+@dataclasses.dataclass(frozen=True)
+class Question:
+    """One question (data size, target, epochs per trial) and how the benchmark asks it."""
+
+    train_size: int  # 0: all 54,000 training images left after the validation split
+    target: float
+    max_epochs: int
+    budget: int  # training epochs each tool may spend per seed
+    seeds: tuple[int, ...]
+    fresh_seeds: int  # re-training runs of each answer
+    checkpoints: tuple[float, ...]  # fractions of the budget whose held answers are re-trained too
+
+
+QUESTIONS = {
+    # TPE's first 10 trials are random (Optuna's default start-up): a fixed-epoch tool spends
+    # 10 x max_epochs on them, so the budgets are 25 and 20 full trials.
+    "quickstart": Question(12_000, 0.85, 10, 250, (0, 1, 2, 3, 4), 5, (0.25, 0.5, 0.75, 1.0)),
+    "main": Question(0, 0.88, 15, 300, (0, 1, 2), 5, (0.5, 1.0)),  # re-training on full data is dear
+    "quick": Question(3_000, 0.80, 5, 40, (0,), 3, (1.0,)),
 }
-VARIANTS = ("tpe+median", "random", "grid", "tpe+median/k4", *(f"tpe+{p}" for p in PRUNERS[1:]))
-WITHIN = 3
 
 
-def variant_config(variant: str, seed: int, max_epochs: int, target: float) -> dict[str, Any]:
-    """The study file's settings with the variant's sampler, pruner, checks and space."""
-    raw = tomllib.loads(STUDY_FILE.read_text())
-    raw = copy.deepcopy(raw)
-    study = raw["study"]
-    study.pop("pruner_options", None)  # each pruner with hpo's defaults
-    study["seed"] = seed
-    raw["objective"].update(max_epochs=max_epochs, target=target)
-    name, _, checks = variant.partition("/")
-    if checks:
-        raw["objective"]["checks_per_epoch"] = int(checks.lstrip("k"))
-    if name == "random":
-        study.update(sampler="random", pruner="none")
-    elif name == "grid":
-        study.update(sampler="grid", pruner="none")
-        raw["space"]["dense"] = dict(GRID_SPACE)
-    else:
-        sampler, _, pruner = name.partition("+")
-        study.update(sampler=sampler, pruner=pruner)
-    return raw
+# --- the space, in each tool's API ---------------------------------------------------------
 
 
-def trial_record(t: Any) -> dict[str, Any]:
-    ua = t.user_attrs
+def space_specs(question: Question, seed: int) -> tuple[Any, Mapping[str, Any]]:
+    """``(cfg, specs)``: hpo's config of the question and the dense space's specs."""
+    cfg = hpo_config(question, seed)
+    return cfg, cfg.space["dense"]
+
+
+def sample_dense(specs: Mapping[str, Any], ask: Callable[[str, Any], Any]) -> dict[str, Any]:
+    """One configuration, asking ``ask(name, spec)`` for each parameter in hpo's order and names
+    (``layers``, ``units_l0``, ...; see hpo.space)."""
+    values = {"layers": int(ask("layers", specs["layers"]))}
+    for i in range(values["layers"]):
+        values[f"units_l{i}"] = int(ask(f"units_l{i}", specs["units"]))
+    for key in ("activation", "initializer", "dropout", "batchnorm", "learning_rate", "optimizer", "batch_size"):
+        values[key] = ask(key, specs[key])
+    return canonical(values)
+
+
+def canonical(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The parameters that define the model, as plain JSON values (inactive ``units_l*`` and a
+    tool's own keys such as KerasTuner's ``tuner/epochs`` dropped)."""
+    layers = int(values["layers"])
+    out: dict[str, Any] = {"layers": layers}
+    out.update({f"units_l{i}": int(values[f"units_l{i}"]) for i in range(layers)})
+    out.update(
+        activation=str(values["activation"]),
+        initializer=str(values["initializer"]),
+        dropout=float(values["dropout"]),
+        batchnorm=bool(values["batchnorm"]),
+        learning_rate=float(values["learning_rate"]),
+        optimizer=str(values["optimizer"]),
+        batch_size=int(values["batch_size"]),
+    )
+    return out
+
+
+def optuna_ask(trial: Any) -> Callable[[str, Any], Any]:
+    from hpo.config import Choice, Fixed
+
+    def ask(name: str, spec: Any) -> Any:
+        if isinstance(spec, Fixed):
+            return spec.value
+        if isinstance(spec, Choice):
+            return trial.suggest_categorical(name, list(spec.values))
+        if spec.is_int:
+            return trial.suggest_int(name, int(spec.low), int(spec.high), step=int(spec.step or 1), log=spec.log)
+        return trial.suggest_float(name, float(spec.low), float(spec.high), step=spec.step, log=spec.log)
+
+    return ask
+
+
+def keras_tuner_ask(hp: Any) -> Callable[[str, Any], Any]:
+    from hpo.config import Choice, Fixed
+
+    def ask(name: str, spec: Any) -> Any:
+        if isinstance(spec, Fixed):
+            return spec.value
+        if isinstance(spec, Choice):
+            if set(spec.values) == {False, True}:
+                return hp.Boolean(name)
+            return hp.Choice(name, list(spec.values))
+        sampling = "log" if spec.log else "linear"
+        if spec.is_int:
+            return hp.Int(name, int(spec.low), int(spec.high), step=None if spec.log else int(spec.step or 1), sampling=sampling)
+        return hp.Float(name, float(spec.low), float(spec.high), step=spec.step, sampling=sampling)
+
+    return ask
+
+
+def build_model(values: Mapping[str, Any], input_shape: tuple[int, ...], n_classes: int) -> Any:
+    """The dense net of ``values``, compiled as a plain Keras user does (no XLA, one step per
+    execution: Keras' defaults on a CPU)."""
+    from hpo.models.dense import build_dense
+    from hpo.space import Params
+
+    v = canonical(values)
+    arch = {
+        "units": tuple(v[f"units_l{i}"] for i in range(v["layers"])),
+        "activation": v["activation"],
+        "initializer": v["initializer"],
+        "dropout": v["dropout"],
+        "batchnorm": v["batchnorm"],
+    }
+    params = Params("dense", arch, v["learning_rate"], v["optimizer"], v["batch_size"])
+    return compile_plain(build_dense(params, tuple(input_shape), n_classes), v)
+
+
+def compile_plain(model: Any, values: Mapping[str, Any], **options: Any) -> Any:
+    import keras
+
+    optimizer = keras.optimizers.get({"class_name": values["optimizer"], "config": {"learning_rate": values["learning_rate"]}})
+    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"], **options)
+    return model
+
+
+# --- counting epochs -----------------------------------------------------------------------
+
+
+class BudgetSpent(Exception):
+    """Raised between trials once a peer's epochs reached the budget."""
+
+
+class Ledger:
+    """Every epoch a peer trained, in order: ``(trial key, absolute epoch, val_accuracy)``."""
+
+    def __init__(self, budget: int):
+        self.budget = budget
+        self.epochs: list[tuple[str, int, float]] = []
+        self.values: dict[str, dict[str, Any]] = {}
+        self.current: str | None = None
+
+    def begin(self, key: Any, values: Mapping[str, Any]) -> None:
+        self.current = str(key)
+        self.values[self.current] = canonical(values)
+
+    @property
+    def spent(self) -> int:
+        return len(self.epochs)
+
+    @property
+    def done(self) -> bool:
+        return self.spent >= self.budget
+
+    def callback(self) -> Any:
+        """A Keras callback that logs each epoch and stops ``fit`` at the budget."""
+        import keras
+
+        ledger = self
+
+        class Counting(keras.callbacks.Callback):
+            def __deepcopy__(self, memo: Any) -> Any:  # KerasTuner deep-copies callbacks per trial
+                return self
+
+            def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
+                value = (logs or {}).get(MONITOR)
+                value = float(value) if value is not None and math.isfinite(float(value)) else 0.0
+                ledger.epochs.append((ledger.current or "?", int(epoch), value))
+                if ledger.done:
+                    self.model.stop_training = True
+
+        return Counting()
+
+    def trials(self, upto: int | None = None) -> list[dict[str, Any]]:
+        """Per trial (first-epoch order): params, epochs trained, epochs to the target, and the
+        val_accuracy logged at each absolute epoch; from the first ``upto`` epochs."""
+        out: dict[str, dict[str, Any]] = {}
+        for key, epoch, value in self.epochs[:upto]:
+            t = out.setdefault(key, {"trial": key, "params": self.values.get(key), "epochs": 0, "curve": {}})
+            t["epochs"] += 1
+            t["curve"][epoch] = round(value, 6)
+        return list(out.values())
+
+
+def peer_answer(ledger: Ledger, target: float, upto: int | None = None) -> tuple[dict[str, Any] | None, int | None]:
+    """``(params, epochs to target)`` of what a peer hands its user after ``upto`` epochs: the
+    trial with the fewest epochs to the target (ties: the higher val_accuracy at that epoch), else
+    the one with the highest val_accuracy (epochs None)."""
+    best_key, best_reached = None, None
+    for t in ledger.trials(upto):
+        curve = t["curve"]
+        hits = [e for e in sorted(curve) if curve[e] >= target]
+        if hits:
+            key = (0, hits[0] + 1, -curve[hits[0]])
+            reached = hits[0] + 1
+        else:
+            key = (1, 0, -max(curve.values()))
+            reached = None
+        if best_key is None or key < best_key:
+            best_key, best_reached, best = key, reached, t
+    if best_key is None:
+        return None, None
+    return best["params"], best_reached
+
+
+def first_held(answer_at: Callable[[int], Any], final: Any, spent: int) -> int | None:
+    """The fewest epochs after which ``answer_at(epochs)`` was ``final``."""
+    if final is None:
+        return None
+    for n in range(1, spent + 1):
+        if answer_at(n) == final:
+            return n
+    return spent
+
+
+# --- the tools -----------------------------------------------------------------------------
+
+
+def hpo_config(question: Question, seed: int) -> Any:
+    import hpo
+
+    return hpo.load_config(
+        STUDY_FILE,
+        [
+            f"data.train_size={question.train_size}",
+            f"objective.target={question.target}",
+            f"objective.max_epochs={question.max_epochs}",
+            f"study.seed={seed}",
+            "study.recycle_after=0",  # trials in this process: its CPU time is measurable
+        ],
+    )
+
+
+def run_hpo(question: Question, seed: int, split: Any, log: Callable[[str], None]) -> dict[str, Any]:
+    import hpo
+    from hpo.answer import compute_answer
+
+    cfg = hpo_config(question, seed)
+    with tempfile.TemporaryDirectory(prefix="bench-search-") as tmp:
+        url = f"sqlite:///{Path(tmp) / 'hpo.db'}"
+        name = f"bench_search_s{seed}"
+        spent, study, logged = 0.0, None, set()
+        while spent < question.budget:
+            with contextlib.redirect_stdout(io.StringIO()):  # each call's banner and summary
+                study = hpo.optimize(cfg, storage=url, study_name=name, n_trials=1, artifacts=False, progress=False)
+            trials = [t for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number) if t.state.is_finished()]
+            spent = sum(float(t.user_attrs.get("epochs") or 0) for t in trials)
+            for t in [t for t in trials if t.number not in logged]:
+                logged.add(t.number)
+                ett = t.user_attrs.get("epochs_to_target")
+                log(
+                    f"hpo trial {t.number}{' (repeat)' if t.user_attrs.get('repeat_of') is not None else ''}: "
+                    f"{t.user_attrs.get('stop_reason')}, {t.user_attrs.get('epochs')} epochs"
+                    f"{f', target at {ett:g}' if ett is not None else ''}; spent {spent:g}/{question.budget}"
+                )
+        trials = [t for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number) if t.state.is_finished()]
+    cumulative, total = [], 0.0
+    for t in trials:
+        total += float(t.user_attrs.get("epochs") or 0)
+        cumulative.append(total)
+
+    def answer_at(epochs: float, confirmed: bool = False) -> dict[str, Any] | None:
+        done = [t for t, c in zip(trials, cumulative, strict=True) if c <= epochs + 1e-9]
+        answer = compute_answer(done, cfg.study.confirm_seeds)
+        if answer is not None:
+            return canonical(answer["params"])
+        scored = [t for t in done if t.value is not None]  # no confirmed answer: the best single trial
+        if confirmed or not scored:
+            return None
+        best = min(scored, key=lambda t: (t.value, t.number))
+        return canonical({**best.params, **best.user_attrs.get("fixed_params", {})})
+
+    final = answer_at(total)
+    confirmed = compute_answer(trials, cfg.study.confirm_seeds) is not None
+    # a confirmed answer is held once its runs are done, not when its first run was the best trial
+    held = next((c for c in cumulative if answer_at(c, confirmed) == final), None) if final is not None else None
     return {
-        "number": t.number,
-        "state": t.state.name,
-        "value": t.value,
-        "epochs": ua.get("epochs") or 0,
-        "epochs_to_target": ua.get("epochs_to_target"),
-        "curve": [t.intermediate_values[s] for s in sorted(t.intermediate_values)],
-        "params": t.params,
-        "seconds": ua.get("seconds"),
+        "epochs": round(total, 3),
+        "epochs_to_answer": held,
+        "answer": final,
+        "answer_kind": "confirmed" if confirmed else "best_trial",
+        "answer_at": answer_at,
+        "n_trials": len(trials),
+        "trials": [
+            {
+                "number": t.number,
+                "state": t.state.name,
+                "repeat_of": t.user_attrs.get("repeat_of"),
+                "stop_reason": t.user_attrs.get("stop_reason"),
+                "epochs": t.user_attrs.get("epochs"),
+                "epochs_to_target": t.user_attrs.get("epochs_to_target"),
+                "params": {**t.params, **t.user_attrs.get("fixed_params", {})},
+            }
+            for t in trials
+        ],
     }
 
 
-def run_one(variant: str, seed: int, budget: float, max_epochs: int, target: float, split: Any) -> dict[str, Any]:
+def run_optuna(
+    question: Question, seed: int, split: Any, log: Callable[[str], None], *, pruning: bool
+) -> tuple[Ledger, dict[str, Any]]:
+    """Optuna's Keras example (``pruning``: TPE + median pruner + TFKerasPruningCallback) or
+    random search without pruning; fixed epochs, direction maximize."""
+    import keras
     import optuna
 
-    from hpo.config import parse_config
-    from hpo.errors import TrialFailed
-    from hpo.objective import Objective
-    from hpo.search import make_pruner, make_sampler
+    _, specs = space_specs(question, seed)
+    ledger = Ledger(question.budget)
+    if pruning:
+        from optuna_integration import TFKerasPruningCallback
 
-    cfg = parse_config(variant_config(variant, seed, max_epochs, target), source=f"{variant} seed {seed}")
-    study = optuna.create_study(direction="minimize", sampler=make_sampler(cfg), pruner=make_pruner(cfg))
-    objective = Objective(cfg, split)
-    grid_size = math.prod(len(v) for v in GRID_SPACE.values() if isinstance(v, list)) if variant == "grid" else None
-    spent, epochs_to_3, trials = 0.0, None, []
-    started = time.perf_counter()
-    while spent < budget and (grid_size is None or len(trials) < grid_size):
-        study.optimize(objective, n_trials=1, catch=(TrialFailed,))
-        rec = trial_record(study.trials[-1])
-        trials.append(rec)
-        spent += rec["epochs"]
-        ett = rec["epochs_to_target"]
-        if epochs_to_3 is None and ett is not None and ett <= WITHIN:
-            epochs_to_3 = round(spent, 3)
-        print(
-            f"  {variant} seed {seed} trial {rec['number']}: {rec['state'].lower()}, {rec['epochs']:g} epochs"
-            f"{f', target at {ett:g}' if ett is not None else ''}; spent {spent:.2f}/{budget:g}",
-            flush=True,
+        sampler, pruner = optuna.samplers.TPESampler(seed=seed), optuna.pruners.MedianPruner()
+    else:
+        sampler, pruner = optuna.samplers.RandomSampler(seed=seed), optuna.pruners.NopPruner()
+
+    def objective(trial: optuna.Trial) -> float:
+        keras.backend.clear_session()
+        gc.collect()
+        values = sample_dense(specs, optuna_ask(trial))
+        ledger.begin(trial.number, values)
+        model = build_model(values, split.image_shape, split.n_classes)
+        callbacks = [ledger.callback()]
+        if pruning:
+            callbacks.append(TFKerasPruningCallback(trial, MONITOR))
+        history = model.fit(
+            split.x_train,
+            split.y_train,
+            batch_size=values["batch_size"],
+            epochs=question.max_epochs,
+            validation_data=(split.x_val, split.y_val),
+            callbacks=callbacks,
+            verbose=0,
         )
-    reached = [r["epochs_to_target"] for r in trials if r["epochs_to_target"] is not None]
+        return float(history.history[MONITOR][-1])
+
+    def stop_at_budget(study: optuna.Study, trial: Any) -> None:
+        log(f"trial {trial.number}: {trial.state.name.lower()}; spent {ledger.spent}/{ledger.budget}")
+        if ledger.done:
+            study.stop()
+
+    study = optuna.create_study(direction="maximize", sampler=sampler, pruner=pruner)
+    study.optimize(objective, n_trials=100_000, callbacks=[stop_at_budget], gc_after_trial=True)
+    return ledger, {"n_trials": len(study.trials)}
+
+
+def run_keras_tuner(
+    question: Question, seed: int, split: Any, log: Callable[[str], None], *, kind: str
+) -> tuple[Ledger, dict[str, Any]]:
+    """KerasTuner's Hyperband (``max_epochs``, ``factor = 3``) or BayesianOptimization (fixed
+    epochs), objective ``val_accuracy``, stopped between trials at the budget."""
+    import keras_tuner as kt
+
+    _, specs = space_specs(question, seed)
+    ledger = Ledger(question.budget)
+
+    class DenseHyperModel(kt.HyperModel):
+        def build(self, hp: Any) -> Any:
+            values = sample_dense(specs, keras_tuner_ask(hp))
+            return build_model(values, split.image_shape, split.n_classes)
+
+        def fit(self, hp: Any, model: Any, *args: Any, **kwargs: Any) -> Any:
+            ledger.values[ledger.current or "?"] = canonical(hp.values)
+            return model.fit(*args, batch_size=int(hp.get("batch_size")), **kwargs)
+
+    base = kt.Hyperband if kind == "hyperband" else kt.BayesianOptimization
+
+    class Tuner(base):  # type: ignore[misc, valid-type]
+        def pre_create_trial(self) -> None:
+            if ledger.done:
+                raise BudgetSpent
+
+        def run_trial(self, trial: Any, *args: Any, **kwargs: Any) -> Any:
+            ledger.current = str(trial.trial_id)
+            return super().run_trial(trial, *args, **kwargs)
+
+        def on_trial_end(self, trial: Any) -> None:
+            super().on_trial_end(trial)
+            log(f"trial {trial.trial_id}: {trial.status}; spent {ledger.spent}/{ledger.budget}")
+
+    options: dict[str, Any] = {"max_epochs": question.max_epochs, "factor": 3, "hyperband_iterations": 10_000}
+    if kind != "hyperband":
+        options = {"max_trials": 100_000}
+    with tempfile.TemporaryDirectory(prefix="bench-search-kt-") as tmp:
+        tuner = Tuner(
+            DenseHyperModel(),
+            objective=kt.Objective(MONITOR, "max"),
+            seed=seed,
+            directory=tmp,
+            project_name=f"{kind}_s{seed}",
+            overwrite=True,
+            **options,
+        )
+        fit: dict[str, Any] = {} if kind == "hyperband" else {"epochs": question.max_epochs}
+        try:
+            tuner.search(
+                split.x_train,
+                split.y_train,
+                validation_data=(split.x_val, split.y_val),
+                callbacks=[ledger.callback()],
+                verbose=0,
+                **fit,
+            )
+        except BudgetSpent:
+            pass
+        n_trials = len(tuner.oracle.trials)
+    return ledger, {"n_trials": n_trials}
+
+
+def run_peer(tool: str, question: Question, seed: int, split: Any, log: Callable[[str], None]) -> dict[str, Any]:
+    if tool == "optuna_integration":
+        ledger, extra = run_optuna(question, seed, split, log, pruning=True)
+    elif tool == "random":
+        ledger, extra = run_optuna(question, seed, split, log, pruning=False)
+    elif tool == "keras_tuner_hyperband":
+        ledger, extra = run_keras_tuner(question, seed, split, log, kind="hyperband")
+    else:
+        ledger, extra = run_keras_tuner(question, seed, split, log, kind="bayes")
+
+    def answer_at(epochs: float) -> dict[str, Any] | None:
+        return peer_answer(ledger, question.target, int(epochs))[0]
+
+    final = answer_at(ledger.spent)
+    trials = ledger.trials()
+    for t in trials:  # a Hyperband trial that goes on from its parent's weights starts after epoch 0
+        t["first_epoch"] = min(t["curve"])
+        t["curve"] = [t["curve"][e] for e in sorted(t["curve"])]
     return {
-        "variant": variant,
-        "seed": seed,
-        "budget": budget,
-        "max_epochs": max_epochs,
-        "target": target,
-        "spent": round(spent, 3),
-        "epochs_to_3": epochs_to_3,
-        "best": min(reached) if reached else None,
-        "n_trials": len(trials),
-        "n_pruned": sum(r["state"] == "PRUNED" for r in trials),
-        "n_reached": len(reached),
-        "seconds": round(time.perf_counter() - started, 1),
+        "epochs": ledger.spent,
+        "epochs_to_answer": first_held(answer_at, final, ledger.spent),
+        "answer": final,
+        "answer_kind": "fewest_epochs" if peer_answer(ledger, question.target)[1] is not None else "best_accuracy",
+        "answer_at": answer_at,
+        **extra,
         "trials": trials,
     }
 
 
-def to_any(trials: list[dict[str, Any]]) -> float | None:
-    """Total epochs spent when the first trial reached the target (in any number of epochs)."""
-    spent = 0.0
-    for r in trials:
-        spent += r["epochs"]
-        if r["epochs_to_target"] is not None:
-            return round(spent, 3)
-    return None
+# --- the same plain re-training for every tool's answer -------------------------------------
 
 
-def replay(run: dict[str, Any], pruner_name: str, budget: float) -> dict[str, Any]:
-    """What ``pruner_name`` would have spent on a ``random`` or ``grid`` run's trials, in order.
+class Retrainer:
+    """Epochs to the target of a configuration on one fresh seed (max_epochs + 1: not reached);
+    cached, so a configuration two tools found is trained once per seed."""
 
-    Those samplers do not look at results, so the same trials come in the same order whatever
-    the pruner does; what a pruner changes is the epochs each trial gets.
-    """
-    import optuna
+    def __init__(self, question: Question, split: Any):
+        self.question = question
+        self.split = split
+        self.cache: dict[tuple[str, int], int] = {}
 
-    from hpo.config import parse_config
-    from hpo.search import make_pruner
+    def __call__(self, values: Mapping[str, Any], seed: int) -> int:
+        key = (json.dumps(canonical(values), sort_keys=True), seed)
+        if key not in self.cache:
+            self.cache[key] = self._train(values, seed)
+        return self.cache[key]
 
-    raw = variant_config("tpe+" + pruner_name, run["seed"], run["max_epochs"], run["target"])
-    cfg = parse_config(raw, source=f"replay {pruner_name}")
-    study = optuna.create_study(direction="minimize", pruner=make_pruner(cfg))
-    spent, epochs_to_3, reached, first = 0.0, None, [], None
-    for rec in run["trials"]:
-        if spent >= budget or not rec["curve"]:
-            break
-        t = study.ask()
-        ett = rec["epochs_to_target"]
-        for step, value in enumerate(rec["curve"]):
-            t.report(value, step)
-            last = step == len(rec["curve"]) - 1
-            if last and ett is not None:  # the target check wins over pruning
-                study.tell(t, value)
-                spent += ett
-                reached.append(ett)
-                first = round(spent, 3) if first is None else first
-                if epochs_to_3 is None and ett <= WITHIN:
-                    epochs_to_3 = round(spent, 3)
-                break
-            if not last and t.should_prune():
-                study.tell(t, state=optuna.trial.TrialState.PRUNED)
-                spent += step + 1
-                break
-            if last:
-                study.tell(t, value)
-                spent += len(rec["curve"])
-    return {
-        "variant": f"{run['variant']}+{pruner_name} (replay)",
-        "seed": run["seed"],
-        "spent": round(spent, 3),
-        "epochs_to_3": epochs_to_3,
-        "epochs_to_any": first,
-        "best": min(reached) if reached else None,
-    }
+    def _train(self, values: Mapping[str, Any], seed: int) -> int:
+        import keras
 
+        q, s = self.question, self.split
+        keras.backend.clear_session()
+        gc.collect()
+        keras.utils.set_random_seed(seed)
+        model = build_model(values, s.image_shape, s.n_classes)
+        # Same numbers as a plain fit; 32 steps per execution only saves Python overhead.
+        compile_plain(model, canonical(values), steps_per_execution=32)
+        reached: list[int] = []
 
-def _median_range(values: list[float | None], budget: float) -> str:
-    """Median and range; a run that never got there counts as '>budget'."""
-    if not values:
-        return "-"
-    keyed = sorted(math.inf if v is None else v for v in values)
-    med = statistics.median(keyed)
-    fmt = lambda v: f">{budget:g}" if v == math.inf else f"{v:g}"  # noqa: E731
-    return f"{fmt(med)} ({fmt(keyed[0])}–{fmt(keyed[-1])})" if len(keyed) > 1 else fmt(med)
+        class AtTarget(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
+                if (logs or {}).get(MONITOR, 0.0) >= q.target:
+                    reached.append(epoch + 1)
+                    self.model.stop_training = True
 
-
-def summarise(runs: list[dict[str, Any]], budget: float) -> dict[str, Any]:
-    rows: dict[str, list[dict[str, Any]]] = {}
-    for r in runs:
-        rows.setdefault(r["variant"], []).append(r)
-    for r in runs:
-        r.setdefault("epochs_to_any", to_any(r.get("trials", [])))
-    for r in [r for r in runs if r["variant"] in ("random", "grid")]:
-        for p in PRUNERS:
-            rows.setdefault(f"{r['variant']}+{p} (replay)", []).append(replay(r, p, budget))
-    print(f"\nmedian over seeds (range); budget {budget:g} epochs; '>{budget:g}' = not within the budget")
-    print(
-        f"{'variant':<32} {'seeds':>5}  {'epochs until target in <=3':<28} {'epochs until target at all':<28} "
-        f"{'best epochs-to-target':<22} {'epochs spent':<14} trials (pruned)"
-    )
-    out: dict[str, Any] = {}
-    for name, rs in rows.items():
-        e3 = _median_range([r["epochs_to_3"] for r in rs], budget)
-        anyt = _median_range([r["epochs_to_any"] for r in rs], budget)
-        best = _median_range([r["best"] for r in rs], budget)
-        spent = _median_range([r["spent"] for r in rs], budget)
-        trials = (
-            ""
-            if "n_trials" not in rs[0]
-            else f"{statistics.median(r['n_trials'] for r in rs):g} ({statistics.median(r['n_pruned'] for r in rs):g})"
+        model.fit(
+            s.x_train,
+            s.y_train,
+            batch_size=int(values["batch_size"]),
+            epochs=q.max_epochs,
+            validation_data=(s.x_val, s.y_val),
+            validation_batch_size=1024,  # same metric, fewer steps
+            callbacks=[AtTarget()],
+            verbose=0,
         )
-        print(f"{name:<32} {len(rs):>5}  {e3:<28} {anyt:<28} {best:<22} {spent:<14} {trials}")
-        keyed = [math.inf if r["epochs_to_3"] is None else r["epochs_to_3"] for r in rs]
-        out[name] = {
-            "seeds": len(rs),
-            "epochs_to_3_median": None if statistics.median(keyed) == math.inf else statistics.median(keyed),
-            "epochs_to_3": [r["epochs_to_3"] for r in rs],
-            "epochs_to_any": [r["epochs_to_any"] for r in rs],
-            "best": [r["best"] for r in rs],
-            "spent": [r["spent"] for r in rs],
-        }
+        return reached[0] if reached else q.max_epochs + 1
+
+    def judge(self, values: Mapping[str, Any] | None, seeds: list[int]) -> dict[str, Any]:
+        if values is None:
+            runs = [self.question.max_epochs + 1] * len(seeds)
+        else:
+            runs = [self(values, seed) for seed in seeds]
+        return {"runs": runs, "median": statistics.median(runs), "min": min(runs), "max": max(runs)}
+
+
+# --- one run, the summary, the figure ------------------------------------------------------
+
+
+def run_one(qname: str, question: Question, tool: str, seed: int, split: Any, retrain: Retrainer) -> dict[str, Any]:
+    import keras
+
+    started = time.strftime("%H:%M:%S")
+
+    def log(line: str) -> None:
+        print(f"  [{qname} {tool} seed {seed}] {line}", flush=True)
+
+    log(f"start {started}")
+    keras.utils.set_random_seed(seed)
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    result = run_hpo(question, seed, split, log) if tool == "hpo" else run_peer(tool, question, seed, split, log)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = time.process_time() - cpu0 + (children.ru_utime - children0.ru_utime) + (children.ru_stime - children0.ru_stime)
+    wall = time.perf_counter() - wall0
+    answer_at = result.pop("answer_at")
+    fresh = [FRESH_SEED_BASE + i for i in range(question.fresh_seeds)]
+    judging = time.perf_counter()
+    judged = retrain.judge(result["answer"], fresh)
+    checkpoints = []
+    for frac in question.checkpoints:
+        at = result["epochs"] if frac >= 1 else round(frac * question.budget)
+        values = result["answer"] if frac >= 1 else answer_at(at)
+        checkpoints.append({"epochs": at, "answer": values, **retrain.judge(values, fresh)})
+    record = {
+        "question": qname,
+        "tool": tool,
+        "seed": seed,
+        "budget": question.budget,
+        "train_size": question.train_size,
+        "target": question.target,
+        "max_epochs": question.max_epochs,
+        "fresh_seeds": fresh,
+        "answer_median": judged["median"],
+        "answer_runs": judged["runs"],
+        "answer_range": [judged["min"], judged["max"]],
+        "epochs": result.pop("epochs"),
+        "cpu_s": round(cpu, 1),
+        "wall_s": round(wall, 1),
+        "retrain_wall_s": round(time.perf_counter() - judging, 1),
+        "epochs_to_answer": result.pop("epochs_to_answer"),
+        "checkpoints": checkpoints,
+        "versions": versions(),
+        **result,
+    }
+    log(
+        f"answer {record['answer_kind']}: fresh-seed epochs {judged['runs']} (median {judged['median']:g}); "
+        f"{record['epochs']:g} epochs, {record['cpu_s']:.0f} CPU-s, {wall:.0f} s wall; "
+        f"answer held after {record['epochs_to_answer']} epochs"
+    )
+    return record
+
+
+def versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in ("tensorflow", "keras", "optuna", "keras-tuner", "optuna-integration"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "-"
     return out
+
+
+def _med(values: list[float | None]) -> float | None:
+    vs = [v for v in values if v is not None]
+    return statistics.median(vs) if vs else None
+
+
+def _fmt(values: list[float | None]) -> str:
+    vs = [v for v in values if v is not None]
+    if not vs:
+        return "-"
+    m = statistics.median(vs)
+    missing = f", {len(values) - len(vs)} none" if len(vs) < len(values) else ""
+    return f"{m:g}" if len(values) == 1 else f"{m:g} ({min(vs):g}–{max(vs):g}{missing})"
+
+
+def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per question and tool: medians over seeds (ranges) of the answer's fresh-seed median,
+    epochs, CPU-seconds and epochs to the final answer; printed as a table, returned as data."""
+    out: dict[str, Any] = {}
+    for qname in dict.fromkeys(r["question"] for r in runs):
+        qruns = [r for r in runs if r["question"] == qname]
+        q0 = qruns[0]
+        print(
+            f"\n{qname}: target {q0['target']} {MONITOR}, train_size {q0['train_size'] or 'all'}, "
+            f"max_epochs {q0['max_epochs']}, budget {q0['budget']} epochs; median over seeds (range)"
+        )
+        print(f"{'tool':<24} {'seeds':>5}  {'answer (fresh seeds)':<22} {'epochs':<20} {'CPU-s':<22} epochs to answer")
+        tools: dict[str, Any] = {}
+        for tool in [t for t in TOOLS if any(r["tool"] == t for r in qruns)]:
+            rs = [r for r in qruns if r["tool"] == tool]
+            cols = {k: [r[k] for r in rs] for k in ("answer_median", "epochs", "cpu_s", "epochs_to_answer")}
+            print(
+                f"{tool:<24} {len(rs):>5}  {_fmt(cols['answer_median']):<22} {_fmt(cols['epochs']):<20} "
+                f"{_fmt(cols['cpu_s']):<22} {_fmt(cols['epochs_to_answer'])}"
+            )
+            tools[tool] = {
+                "answer_median": _med(cols["answer_median"]),
+                "epochs": _med(cols["epochs"]),
+                "cpu_s": _med(cols["cpu_s"]),
+                "epochs_to_answer": _med(cols["epochs_to_answer"]),
+                "seeds": [r["seed"] for r in rs],
+                "answer_medians": cols["answer_median"],
+            }
+        out[qname] = {"budget_epochs": q0["budget"], "tools": tools}
+    return out
+
+
+def figure_points(runs: list[dict[str, Any]], qname: str) -> dict[str, list[tuple[float, float, float, float]]]:
+    """Per tool: ``(epochs spent, median answer median, min, max)`` over seeds at each checkpoint."""
+    out: dict[str, list[tuple[float, float, float, float]]] = {}
+    for tool in TOOLS:
+        rs = [r for r in runs if r["question"] == qname and r["tool"] == tool]
+        if not rs:
+            continue
+        n = min(len(r["checkpoints"]) for r in rs)
+        points = []
+        for i in range(n):
+            xs = [r["checkpoints"][i]["epochs"] for r in rs]
+            ys = [r["checkpoints"][i]["median"] for r in rs]
+            points.append((statistics.median(xs), statistics.median(ys), min(ys), max(ys)))
+        out[tool] = points
+    return out
+
+
+def draw(runs: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    qnames = [q for q in QUESTIONS if any(r["question"] == q for r in runs)]
+    fig, axes = plt.subplots(1, len(qnames), figsize=(5.5 * len(qnames), 4), squeeze=False)
+    for ax, qname in zip(axes[0], qnames, strict=True):
+        q = next(r for r in runs if r["question"] == qname)
+        for tool, points in figure_points(runs, qname).items():
+            xs, ys, lo, hi = zip(*points, strict=True)
+            err = [[y - a for y, a in zip(ys, lo, strict=True)], [b - y for y, b in zip(ys, hi, strict=True)]]
+            ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=tool)
+        ax.axhline(q["max_epochs"] + 1, color="grey", lw=0.8, ls=":")
+        ax.set_ylim(0, q["max_epochs"] + 1.5)
+        ax.set_title(f"{qname}: {MONITOR} >= {q['target']}, budget {q['budget']} epochs")
+        ax.set_xlabel("training epochs spent by the tool")
+        ax.set_ylabel(f"answer: median epochs to target, fresh seeds\n({q['max_epochs'] + 1} = not reached)")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    print(f"figure: {path}")
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--variants", default=",".join(VARIANTS[:4]), help=f"comma-separated, from {', '.join(VARIANTS)}")
-    p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--budget", type=float, default=90, help="total training epochs per run")
-    p.add_argument("--max-epochs", type=int, default=6, help="objective.max_epochs of every trial")
-    p.add_argument("--target", type=float, default=0.88)
-    p.add_argument("--out", type=Path, default=None, help="JSON-lines file of finished runs (resumable)")
+    p.add_argument("--quick", action="store_true", help="question 'quick', 1 seed, default tools (< 10 minutes here)")
+    p.add_argument("--question", default="quickstart,main", help=f"comma-separated, from {', '.join(QUESTIONS)}")
+    p.add_argument("--tools", default=",".join(DEFAULT_TOOLS), help=f"comma-separated, from {', '.join(TOOLS)}")
+    p.add_argument("--seeds", default=None, help="comma-separated search seeds (default: the question's)")
+    p.add_argument("--budget", type=int, default=None, help="training epochs per tool and seed (default: the question's)")
+    p.add_argument("--train-size", type=int, default=None, help="training images (default: the question's; for smoke runs)")
+    p.add_argument("--fresh-seeds", type=int, default=None, help="re-training runs of each answer")
+    p.add_argument("--checkpoints", default=None, help="fractions of the budget whose answers are re-trained, e.g. 0.5,1")
+    p.add_argument(
+        "--out", type=Path, default=None, help=f"JSON-lines file of finished runs (default {DEFAULT_OUT}; --quick: none)"
+    )
     p.add_argument("--summary", action="store_true", help="only summarise --out")
+    p.add_argument("--figure", type=Path, default=None, help="draw epochs spent against answer quality into this PNG")
     a = p.parse_args()
-    variants = [v.strip() for v in a.variants.split(",") if v.strip()]
-    for v in variants:
-        if v not in VARIANTS:
-            p.error(f"--variants: unknown variant {v!r}; choose from {', '.join(VARIANTS)}")
-    seeds = [int(s) for s in a.seeds.split(",")]
+    qnames = ["quick"] if a.quick else [q.strip() for q in a.question.split(",") if q.strip()]
+    tools = [t.strip() for t in a.tools.split(",") if t.strip()]
+    for q in qnames:
+        if q not in QUESTIONS:
+            p.error(f"--question: unknown question {q!r}; choose from {', '.join(QUESTIONS)}")
+    for t in tools:
+        if t not in TOOLS:
+            p.error(f"--tools: unknown tool {t!r}; choose from {', '.join(TOOLS)}")
+    out = a.out if a.out is not None or a.quick else DEFAULT_OUT
+    questions = {}
+    for q in qnames:
+        changes: dict[str, Any] = {}
+        if a.seeds:
+            changes["seeds"] = tuple(int(s) for s in a.seeds.split(","))
+        if a.budget is not None:
+            changes["budget"] = a.budget
+        if a.train_size is not None:
+            changes["train_size"] = a.train_size
+        if a.fresh_seeds is not None:
+            changes["fresh_seeds"] = a.fresh_seeds
+        if a.checkpoints:
+            changes["checkpoints"] = tuple(float(c) for c in a.checkpoints.split(","))
+        questions[q] = dataclasses.replace(QUESTIONS[q], **changes)
+
     done: list[dict[str, Any]] = []
-    if a.out and a.out.exists():
-        done = [json.loads(line) for line in a.out.read_text().splitlines() if line.strip()]
-    done = [r for r in done if r["budget"] == a.budget and r["max_epochs"] == a.max_epochs and r["target"] == a.target]
+    if out is not None and out.exists():
+        done = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
+    started = time.perf_counter()
+    # KerasTuner's Hyperband restores a parent trial's checkpoint before the optimizer is built.
+    warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
     if not a.summary:
         import optuna
 
-        from hpo.config import parse_config
         from hpo.data import prepare
+        from hpo.quiet import import_tensorflow
 
+        import_tensorflow()
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        split = prepare(parse_config(variant_config("random", 0, a.max_epochs, a.target)).data)
-        for seed in seeds:
-            for v in variants:
-                if any(r["variant"] == v and r["seed"] == seed for r in done):
-                    continue
-                run = run_one(v, seed, a.budget, a.max_epochs, a.target, split)
-                done.append(run)
-                if a.out:
-                    with a.out.open("a") as f:
-                        f.write(json.dumps(run) + "\n")
-                print(
-                    f"{v} seed {seed}: spent {run['spent']:g} epochs in {run['n_trials']} trials ({run['n_pruned']} pruned), "
-                    f"first <= {WITHIN}-epoch trial after {run['epochs_to_3']} epochs, best {run['best']}, {run['seconds']:.0f} s",
-                    flush=True,
-                )
-    result = summarise([r for r in done if r["seed"] in seeds], a.budget)
-    print(json.dumps({"budget": a.budget, "max_epochs": a.max_epochs, "target": a.target, "variants": result}))
+        for qname, question in questions.items():
+            split = prepare(hpo_config(question, 0).data)
+            retrain = Retrainer(question, split)
+            print(
+                f"{qname}: {len(split.x_train)} train / {len(split.x_val)} validation images, {MONITOR} >= {question.target}, "
+                f"max_epochs {question.max_epochs}, budget {question.budget} epochs, seeds {list(question.seeds)}",
+                flush=True,
+            )
+            for seed in question.seeds:  # every tool per seed: a partial run still compares like with like
+                for tool in tools:
+                    if any(
+                        (r["question"], r["tool"], r["seed"], r["budget"], r["train_size"])
+                        == (qname, tool, seed, question.budget, question.train_size)
+                        for r in done
+                    ):
+                        continue
+                    record = run_one(qname, question, tool, seed, split, retrain)
+                    done.append(record)
+                    if out is not None:
+                        out.parent.mkdir(parents=True, exist_ok=True)
+                        with out.open("a") as f:
+                            f.write(json.dumps(record) + "\n")
+        print(f"wall time {time.perf_counter() - started:.0f} s", flush=True)
+    runs = [
+        r
+        for r in done
+        if r["question"] in questions
+        and r["tool"] in tools
+        and r["seed"] in questions[r["question"]].seeds
+        and r["budget"] == questions[r["question"]].budget
+        and r["train_size"] == questions[r["question"]].train_size
+    ]
+    summary = summarise(runs)
+    if a.figure is not None and runs:
+        draw(runs, a.figure)
+    if a.quick:
+        q = summary.get("quick", {"budget_epochs": questions["quick"].budget, "tools": {}})
+        tools_out = {t: {k: v[k] for k in ("answer_median", "epochs", "cpu_s")} for t, v in copy.deepcopy(q["tools"]).items()}
+        print(json.dumps({"budget_epochs": q["budget_epochs"], "tools": tools_out}))
+    else:
+        print(json.dumps({"questions": summary}))
     return 0
 
 

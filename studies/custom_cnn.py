@@ -5,8 +5,9 @@ values of ``[space.custom]`` (not the training keys learning_rate, optimizer, ba
 function returns an uncompiled ``keras.Model`` ending in ``n_classes`` softmax units.  hpo
 compiles it with the trial's optimizer and learning rate and trains it.
 
-The study file names it ``model.builder = "studies.custom_cnn:build"``: run the study from the
-repository root, where ``studies`` is importable (a folder of modules, no ``__init__.py`` needed).
+The study file names it ``model.builder = "hpo.studies.custom_cnn:build"``: this file ships with
+hpo as ``hpo.studies.custom_cnn``, so the study runs from any folder.  A builder of your own is a
+module in the folder the command runs in (``builder = "mymodels:build"`` for ``mymodels.py``).
 """
 
 import keras

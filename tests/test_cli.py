@@ -9,7 +9,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from tests.conftest import run_cli
+from tests.conftest import STUDIES, run_cli
 
 DENSE = "studies/fashion_dense.toml"
 SMALL = [
@@ -102,3 +102,20 @@ def test_worker_recycles_itself_and_keeps_the_study_going(tmp_path: Path) -> Non
     assert again.returncode == 0, again.stderr
     rates_after = [t.params["learning_rate"] for t in optuna.load_study(study_name="tiny", storage=url).trials]
     assert len(set(rates_after)) == 5, rates_after
+
+
+def test_a_log_file_gets_one_line_per_trial_and_verbose_adds_optuna_s(tmp_path: Path) -> None:
+    """Written to a pipe: no bar redraws, no parameters in the per-trial lines; ``--verbose``
+    brings Optuna's lines (every parameter) back."""
+    url = f"sqlite:///{tmp_path / 'hpo.db'}"
+    out = run_cli("study", str(STUDIES / "tiny.toml"), "--storage", url, "--n-trials", "2", "--no-artifacts")
+    assert out.returncode == 0, out.stderr[-3000:]
+    text = out.stdout + out.stderr
+    lines = [line for line in out.stdout.splitlines() if line.startswith("trial ")]
+    assert [line.split(":")[0] for line in lines] == ["trial 0", "trial 1"], out.stdout
+    assert all("not reached in 2 epochs (best val_accuracy 0." in line and line.endswith(" s") for line in lines), lines
+    assert "\r" not in text and "finished with value" not in text and "units_l0" not in "".join(lines)
+    verbose = run_cli("study", str(STUDIES / "tiny.toml"), "--storage", url, "--n-trials", "1", "--no-artifacts", "--verbose")
+    assert verbose.returncode == 0, verbose.stderr[-3000:]
+    assert "Trial 2 finished with value" in verbose.stderr and "units_l0" in verbose.stderr
+    assert "trial 2: not reached in 2 epochs" in verbose.stdout

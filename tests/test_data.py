@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from hpo.config import DataSettings
-from hpo.data import find_idx_dir, load_dataset, prepare, read_idx
+from hpo.data import find_idx_dir, load_dataset, prepare, read_idx, split_sizes
 from hpo.errors import DataError
 
 FILES = ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]
@@ -39,6 +39,46 @@ def test_split_is_fixed_disjoint_and_capped() -> None:
     assert not any(row.tobytes() in train_rows for row in full.x_val[:3000])
     other = prepare(DataSettings(train_size=1000, split_seed=1))
     assert not np.array_equal(other.x_train, a.x_train)
+
+
+@pytest.mark.parametrize(
+    ("settings", "sizes"),
+    [
+        (DataSettings(), (54000, 6000)),
+        (DataSettings(train_size=2000), (2000, 6000)),
+        (DataSettings(train_size=2000, validation_size=1000), (2000, 1000)),
+        (DataSettings(validation_size=1000), (54000, 1000)),  # the training images stay as they were
+        (DataSettings(train_size=2000, validation_size=10_000), (2000, 6000)),  # a cap above the part
+        (DataSettings(validation_fraction=0.5, validation_size=1), (30000, 1)),
+    ],
+)
+def test_split_sizes(settings: DataSettings, sizes: tuple[int, int]) -> None:
+    assert split_sizes(60000, settings) == sizes
+
+
+def test_validation_size_takes_the_first_images_of_the_validation_part() -> None:
+    full = prepare(DataSettings(train_size=2000))
+    small = prepare(DataSettings(train_size=2000, validation_size=1000))
+    assert small.x_val.shape == (1000, 28, 28, 1) and len(small.y_val) == 1000
+    assert np.array_equal(small.x_val, full.x_val[:1000]) and np.array_equal(small.y_val, full.y_val[:1000])
+    assert np.array_equal(small.x_train, full.x_train) and np.array_equal(small.y_train, full.y_train)
+    assert prepare(DataSettings(train_size=2000, validation_size=1000)) is small  # cached
+    val_rows = {row.tobytes() for row in full.x_val}  # the whole validation part
+    assert not any(row.tobytes() in val_rows for row in small.x_train)
+    other = prepare(DataSettings(train_size=2000, validation_size=1000, split_seed=1))
+    assert not np.array_equal(other.x_val, small.x_val)
+
+
+def test_validation_size_is_a_bounded_study_file_key() -> None:
+    from hpo.api import load_config
+    from hpo.errors import ConfigError
+
+    base = {"data": {"dataset": "digits", "train_size": 300, "validation_size": 100}}
+    assert load_config(base).data.validation_size == 100
+    assert load_config(base, ["data.validation_size=0"]).data.validation_size == 0
+    for bad in ("-1", "10000001", "0.5", "true"):
+        with pytest.raises(ConfigError, match=r"data.validation_size: must be (an integer )?in \[0, 10000000\], but got"):
+            load_config(base, [f"data.validation_size={bad}"])
 
 
 def test_digits_has_8x8_images() -> None:

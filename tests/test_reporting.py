@@ -245,9 +245,17 @@ def test_study_note_names_dataset_objective_and_space(made):
         f"target: **{TARGET:g}**",
         f"max_epochs: **{MAX_EPOCHS}**",
         "| units |",
+        "step s is the cost after epoch s + 1",  # the dashboard's Step axis counts from 0
     ):
         assert text in note, text
     assert study.metric_names == ["epochs_to_target"]
+
+
+def test_the_note_says_what_a_step_is_with_sub_epoch_checks():
+    from hpo.note import study_note
+
+    cfg = load_config(STUDIES / "quickstart.toml", ["objective.checks_per_epoch=4"])
+    assert "step s is the cost after check s + 1 of 4 per epoch, i.e. after (s + 1) / 4 epochs" in study_note(cfg)
 
 
 def test_failed_artifact_write_is_a_warning_not_a_lost_trial(tmp_path):
@@ -329,6 +337,59 @@ def test_confirmation_table_and_answer_section(tmp_path):
     assert "Confirmation cost 21 of the study's 34 training epochs (4 repeats, 0 dropped by the race)." in md
     df = trials_frame(study)
     assert list(df["repeat_of"].astype("object").where(df["repeat_of"].notna(), None)) == [None, 0, 0, None, 3, 3, None]
+
+
+@pytest.mark.parametrize("monitor", ["val_accuracy", "accuracy"])
+def test_trials_csv_has_the_timing_repeat_and_best_metric_columns(tmp_path, monitor):
+    """``best_<monitor>``, ``seconds_per_epoch``, ``seconds_to_target``, ``compile_seconds`` and
+    ``repeat_of`` go from the trials' user attributes to ``trials.csv``; a value that is no number
+    is left empty with a warning."""
+    from optuna.distributions import IntDistribution
+    from optuna.trial import create_trial
+
+    cfg = load_config(STUDIES / "quickstart.toml", [f"objective.monitor={monitor}"])
+    study = open_study(cfg, make_storage(f"sqlite:///{tmp_path / 'c.db'}"), "cols")
+    timing = [  # best, seconds_per_epoch, seconds_to_target, compile_seconds, repeat_of
+        (0.861, 0.8, 2.9, 1.3, None),
+        (0.855, 0.75, 2.7, 1.2, 0),
+        (0.702, None, None, None, None),  # one epoch only, target not reached
+        ("high", 0.9, 3.0, 1.1, None),  # written by another program
+    ]
+    for number, (best, spe, stt, comp, rep) in enumerate(timing):
+        attrs = {
+            "epochs_to_target": 3 if stt else None,
+            "reached_target": stt is not None,
+            "stop_reason": "target" if stt else "max_epochs",
+            f"best_{monitor}": best,
+            "seconds_per_epoch": spe,
+            "seconds_to_target": stt,
+            "compile_seconds": comp,
+            "seed": number,
+            "best_other": 0.5,  # another metric's best is not a column
+        }
+        if rep is not None:
+            attrs["repeat_of"] = rep
+        study.add_trial(
+            create_trial(value=3 if stt else 7.2, params={"u": 2}, distributions={"u": IntDistribution(1, 3)}, user_attrs=attrs)
+        )
+    with pytest.warns(ReportWarning, match=rf"1 stored values .* trial 3 best_{monitor}='high'"):
+        df = trials_frame(study)
+    assert list(df.columns) == [*BASE_COLUMNS, f"best_{monitor}", "params_u"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ReportWarning)  # no model artifact: no test accuracy
+        write_report(study, tmp_path / "out")
+    csv = pd.read_csv(tmp_path / "out" / "trials.csv")
+    assert list(csv.columns) == list(df.columns)
+    for column, expected in [
+        (f"best_{monitor}", [0.861, 0.855, 0.702, None]),
+        ("seconds_per_epoch", [0.8, 0.75, None, 0.9]),
+        ("seconds_to_target", [2.9, 2.7, None, 3.0]),
+        ("compile_seconds", [1.3, 1.2, None, 1.1]),
+        ("repeat_of", [None, 0, None, None]),
+    ]:
+        got = [None if pd.isna(v) else v for v in csv[column]]
+        assert got == pytest.approx(expected) if None not in expected else got == expected, (column, got)
+    assert "best_other" not in csv.columns
 
 
 # --------------------------------------------------------------------------------------------
@@ -470,3 +531,32 @@ def test_parameter_axis_labels_are_plain_numbers(low, high, expected, tmp_path, 
     labels = [s for s in seen if s]
     assert labels and not any("$" in s or "mathdefault" in s for s in labels), labels
     assert expected in labels, labels
+
+
+def test_importances_keep_optuna_s_small_study_warnings_off_the_terminal() -> None:
+    """PED-ANOVA (Optuna's default evaluator) warns on studies whose trials all land in one
+    quantile; the figure says how few trials it rests on instead."""
+    import warnings as w
+
+    from optuna.distributions import FloatDistribution
+
+    from hpo.reporting import importances
+
+    study = optuna.create_study()
+    for x in (0.1, 0.5, 0.9):
+        study.add_trial(
+            optuna.trial.create_trial(
+                params={"x": x, "y": x / 2},
+                distributions={"x": FloatDistribution(0, 1), "y": FloatDistribution(0, 1)},
+                value=1.0,
+            )
+        )
+    with w.catch_warnings(record=True) as caught:
+        w.simplefilter("always")
+        with w.catch_warnings():
+            w.simplefilter("always")
+            optuna.importance.get_param_importances(study)  # the warning this guards against exists
+        seen = len(caught)
+        found = importances(study)
+    assert seen >= 1 and len(caught) == seen, [str(c.message) for c in caught]
+    assert set(found) == {"x", "y"} and abs(sum(found.values()) - 1) < 1e-6

@@ -490,3 +490,33 @@ def test_full_disk_under_the_sqlite_file_mid_study_is_one_line(tmp_path):
     assert "Traceback" not in stderr, stderr[-3000:]
     assert stderr.strip().splitlines()[-1].startswith(f"hpo: storage {url} failed mid-study: ")
     assert "full" in stderr.strip().splitlines()[-1] or "disk" in stderr.strip().splitlines()[-1], stderr[-2000:]
+
+
+def test_the_bar_in_a_terminal_says_the_best_result_in_epochs(tmp_path):
+    """In a terminal: the finished trials' lines above the bar, the bar's words the objective's
+    ("best: not reached (val_accuracy 0.8...)"), not Optuna's raw cost."""
+    import fcntl
+    import pty
+    import struct
+    import sys
+    import termios
+
+    from tests.conftest import REPO, cli_env
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 160, 0, 0))
+    command = ["study", TINY, "--storage", f"sqlite:///{tmp_path / 'hpo.db'}", "--n-trials", "2", "--no-artifacts"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hpo.run", *command], cwd=REPO, env=cli_env(), stdin=slave, stdout=slave, stderr=slave
+    )
+    os.close(slave)
+    try:
+        text = _read_pty(master, proc, 300)
+        proc.wait(timeout=60)
+    finally:
+        proc.kill()
+        os.close(master)
+    assert proc.returncode == 0, text[-3000:]
+    assert "2/2" in text and "best: not reached (val_accuracy 0." in text, text[-3000:]
+    assert "trial 0: not reached in 2 epochs" in text and "trial 1: not reached in 2 epochs" in text
+    assert "Best value" not in text and "finished with value" not in text

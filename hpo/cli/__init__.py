@@ -25,7 +25,7 @@ os.environ.setdefault("GRPC_VERBOSITY", "NONE")  # gRPC's C++ log lines; hpo rep
 from hpo.cli.args import DEBUG_HELP, Parser  # noqa: E402
 from hpo.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, HpoError  # noqa: E402
 
-__all__ = ["COMMANDS", "build_parser", "cli", "main"]
+__all__ = ["COMMANDS", "build_parser", "cli", "invoked_as", "main"]
 
 # command -> module of hpo.cli, in the order ``--help`` lists them
 COMMANDS = {
@@ -42,9 +42,21 @@ def _module(command: str):
     return importlib.import_module(f"hpo.cli.{COMMANDS[command]}")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def invoked_as(argv0: str | None = None) -> str:
+    """How the user started the command line, for ``--help`` and error lines: ``hpo`` (the
+    installed script), ``python -m hpo``, else ``python -m hpo.run``."""
+    path = sys.argv[0] if argv0 is None else argv0
+    name = os.path.basename(path)
+    if name in ("hpo", "hpo.exe"):
+        return "hpo"
+    if name == "__main__.py" and os.path.basename(os.path.dirname(path)) == "hpo":
+        return "python -m hpo"
+    return "python -m hpo.run"
+
+
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     parser = Parser(
-        prog="python -m hpo.run",
+        prog=prog or invoked_as(),
         description=(
             "hpo: how few training epochs does it take to reach a target accuracy, and which "
             "architecture gets there? Optuna studies of Keras models, stored in an RDB."

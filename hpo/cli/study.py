@@ -33,7 +33,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "study_file",
         metavar="STUDY_FILE",
-        help="study file (TOML, or JSON with the same tables), e.g. studies/fashion_dense.toml",
+        help="study file (TOML, or JSON with the same tables), e.g. studies/fashion_dense.toml, or the bare "
+        "name of one shipped with hpo, e.g. quickstart (quickstart, fashion_dense, fashion_inception, tiny, ...)",
     )
     add_storage(p)
     p.add_argument(
@@ -61,7 +62,8 @@ def add_parser(sub: Any) -> None:
         help="override a study-file key; VALUE is TOML (a bare word is a string), e.g. "
         "--set objective.target=0.9 --set 'space.dense.units={low=32, high=512, log=true}'",
     )
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (a line per finished trial still)")
+    p.add_argument("--verbose", action="store_true", help="also Optuna's log lines: each finished trial with every parameter")
     add_artifact_dir(p)
     p.add_argument("--no-artifacts", action="store_true", help="write no per-trial artifacts (plots, histories, models)")
     p.add_argument(
@@ -107,6 +109,7 @@ def spec_from_args(args: argparse.Namespace) -> Any:
         tensorboard_batches=args.tensorboard_batches,
         threads=args.threads,
         progress=not args.no_progress,
+        verbose=args.verbose,
         debug=bool(getattr(args, "debug", False)),
     )
 
