@@ -277,7 +277,7 @@ def check_data(cfg: StudyConfig) -> tuple[tuple[int, ...], int]:
     shape and the number of classes."""
     ds = _load(cfg.data, cached=False)
     split_sizes(len(ds.x_train), cfg.data)
-    shape = tuple(_scale(ds.x_train[:1]).shape[1:])
+    shape = _example_shape(ds.x_train)
     check_input(cfg, shape)
     return shape, ds.n_classes
 
@@ -293,6 +293,11 @@ def data_name(settings: DataSettings) -> str:
     return repr(settings.path) if settings.dataset in ("npz", "images") and settings.path else settings.dataset
 
 
+def _example_shape(x: np.ndarray) -> tuple[int, ...]:
+    """One example's shape as the models get it (images with their channel axis)."""
+    return tuple(_scale(x[:1]).shape[1:])
+
+
 def data_identity(settings: DataSettings) -> dict[str, Any]:
     """What a study on the user's data is bound to (stored with the study's identity, checked on
     resume): the file or folder, and the ``.npz`` file's SHA-256 or the folder's loading
@@ -303,14 +308,22 @@ def data_identity(settings: DataSettings) -> dict[str, Any]:
     if settings.dataset == "images":
         size = list(settings.image_size) if settings.image_size else None
         return {"data.path": where, "data.image_size": size, "data.color_mode": settings.color_mode}
-    digest = hashlib.sha256()
     try:
-        with open(where, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
+        digest = _sha256(where)
     except OSError as e:
         raise DataError(f"data.path: cannot read {settings.path!r}: {e.strerror or e}") from None
-    return {"data.path": where, "data.sha256": digest.hexdigest()}
+    return {"data.path": where, "data.sha256": digest}
+
+
+@functools.lru_cache(maxsize=4)
+def _sha256(path: str) -> str:
+    """The file's SHA-256, read once per process (as its data is loaded once: the study opened
+    and the note saved again and again describe the same data)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def split_sizes(n: int, settings: DataSettings) -> tuple[int, int]:
@@ -353,7 +366,7 @@ def prepare(settings: DataSettings) -> Split:
         y_val=ds.y_train[val].astype(np.int32),
         x_test=_scale(ds.x_test),
         y_test=ds.y_test.astype(np.int32),
-        image_shape=tuple(_scale(ds.x_train[:1]).shape[1:]),
+        image_shape=_example_shape(ds.x_train),
         n_classes=ds.n_classes,
         source=ds.source,
         classes=ds.classes,

@@ -373,8 +373,7 @@ def test_a_bad_builder_stops_workers_before_the_study_exists(folder: Path, store
 @pytest.mark.slow
 def test_the_hpo_script_imports_the_builder_from_the_working_folder(folder: Path, store: bytes) -> None:
     script = Path(sys.executable).parent / "hpo"
-    if not script.exists():
-        pytest.skip(f"no hpo script beside {sys.executable}")
+    assert script.exists(), f"no hpo script beside {sys.executable}: install the project (pip install -e .)"
     import subprocess
 
     (folder / "bad.toml").write_text(study_text("bad", builder="mine:five_units"))
