@@ -26,8 +26,8 @@ def load_config(source: str | Path | Mapping[str, Any] | StudyConfig, overrides:
     ``--set``.  Bad input raises :class:`hpo.ConfigError` naming the source, key and value."""
     from hpo.search import check_config
 
-    if isinstance(source, StudyConfig):
-        return check_config(source.with_overrides(*overrides))
+    if isinstance(source, StudyConfig):  # as given (a dataclasses.replace()d copy too), unless changed here
+        return check_config(source.with_overrides(*overrides) if overrides else source)
     if isinstance(source, Mapping):
         raw = copy.deepcopy(dict(source))
         overridden = apply_overrides(raw, overrides, "<dict>")

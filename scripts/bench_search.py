@@ -10,6 +10,8 @@ of training epochs for every tool:
   ``max_epochs`` = the question's, ``factor = 3``);
 * ``keras_tuner_bayes``: KerasTuner's ``BayesianOptimization``, fixed epochs (not run unless
   asked for with ``--tools``);
+* ``hpo_no_warm_start``: hpo without the study file's enqueued configurations, which the peers
+  do not get (not run unless asked for with ``--tools``);
 * ``optuna_integration``: Optuna as its Keras example does it: ``TPESampler`` +
   ``MedianPruner``, ``optuna_integration.TFKerasPruningCallback`` on ``val_accuracy``,
   direction maximize, fixed epochs;
@@ -71,7 +73,7 @@ sys.path.insert(0, str(REPO))
 
 STUDY_FILE = REPO / "studies" / "fashion_dense.toml"
 DEFAULT_OUT = REPO / "docs" / "bench" / "search_peers.jsonl"
-TOOLS = ("hpo", "keras_tuner_hyperband", "optuna_integration", "random", "keras_tuner_bayes")
+TOOLS = ("hpo", "keras_tuner_hyperband", "optuna_integration", "random", "keras_tuner_bayes", "hpo_no_warm_start")
 DEFAULT_TOOLS = TOOLS[:4]
 MONITOR = "val_accuracy"
 FRESH_SEED_BASE = 10_000  # fresh seeds of the re-training: 10000, 10001, ... (never a search seed)
@@ -196,6 +198,33 @@ def compile_plain(model: Any, values: Mapping[str, Any], **options: Any) -> Any:
     return model
 
 
+def training_data(split: Any, batch_size: int, seed: int | None = None) -> Any:
+    """The training images as every tool here trains on them: a ``tf.data`` pipeline over tensors
+    made once, reshuffled at every epoch.
+
+    Not ``fit(x_train, y_train, shuffle=True)``: once ``keras.utils.set_random_seed`` was called
+    (as a reproducible run does), Keras 3's array adapter on TensorFlow draws the same
+    permutation at every epoch of a ``fit``, which slows learning (docs/PERFORMANCE.md, 4b).
+    """
+    import tensorflow as tf
+
+    global _TENSORS
+    if _TENSORS is None or _TENSORS[0] is not split:
+        _TENSORS = (split, tf.constant(split.x_train), tf.constant(split.y_train))
+    _, xs, ys = _TENSORS
+    n = int(xs.shape[0])
+    return (
+        tf.data.Dataset.range(n)
+        .shuffle(n, seed=seed, reshuffle_each_iteration=True)
+        .batch(int(batch_size))
+        .map(lambda i: (tf.gather(xs, i), tf.gather(ys, i)), num_parallel_calls=tf.data.AUTOTUNE)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+
+
+_TENSORS: tuple[Any, Any, Any] | None = None
+
+
 # --- counting epochs -----------------------------------------------------------------------
 
 
@@ -303,11 +332,13 @@ def hpo_config(question: Question, seed: int) -> Any:
     )
 
 
-def run_hpo(question: Question, seed: int, split: Any, log: Callable[[str], None]) -> dict[str, Any]:
+def run_hpo(question: Question, seed: int, split: Any, log: Callable[[str], None], warm_start: bool = True) -> dict[str, Any]:
     import hpo
     from hpo.answer import compute_answer
 
     cfg = hpo_config(question, seed)
+    if not warm_start:  # the peers get no configurations to start from: hpo without its own
+        cfg = cfg.with_overrides("study.enqueue=[]")
     with tempfile.TemporaryDirectory(prefix="bench-search-") as tmp:
         url = f"sqlite:///{Path(tmp) / 'hpo.db'}"
         name = f"bench_search_s{seed}"
@@ -395,9 +426,7 @@ def run_optuna(
         if pruning:
             callbacks.append(TFKerasPruningCallback(trial, MONITOR))
         history = model.fit(
-            split.x_train,
-            split.y_train,
-            batch_size=values["batch_size"],
+            training_data(split, values["batch_size"]),
             epochs=question.max_epochs,
             validation_data=(split.x_val, split.y_val),
             callbacks=callbacks,
@@ -432,7 +461,7 @@ def run_keras_tuner(
 
         def fit(self, hp: Any, model: Any, *args: Any, **kwargs: Any) -> Any:
             ledger.values[ledger.current or "?"] = canonical(hp.values)
-            return model.fit(*args, batch_size=int(hp.get("batch_size")), **kwargs)
+            return model.fit(training_data(split, int(hp.get("batch_size"))), **kwargs)  # in place of search()'s (x, y)
 
     base = kt.Hyperband if kind == "hyperband" else kt.BayesianOptimization
 
@@ -544,9 +573,7 @@ class Retrainer:
                     self.model.stop_training = True
 
         model.fit(
-            s.x_train,
-            s.y_train,
-            batch_size=int(values["batch_size"]),
+            training_data(s, int(values["batch_size"]), seed),
             epochs=q.max_epochs,
             validation_data=(s.x_val, s.y_val),
             validation_batch_size=1024,  # same metric, fewer steps
@@ -578,7 +605,10 @@ def run_one(qname: str, question: Question, tool: str, seed: int, split: Any, re
     keras.utils.set_random_seed(seed)
     cpu0, wall0 = time.process_time(), time.perf_counter()
     children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    result = run_hpo(question, seed, split, log) if tool == "hpo" else run_peer(tool, question, seed, split, log)
+    if tool in ("hpo", "hpo_no_warm_start"):
+        result = run_hpo(question, seed, split, log, warm_start=tool == "hpo")
+    else:
+        result = run_peer(tool, question, seed, split, log)
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = time.process_time() - cpu0 + (children.ru_utime - children0.ru_utime) + (children.ru_stime - children0.ru_stime)
     wall = time.perf_counter() - wall0

@@ -3,6 +3,7 @@ leaves the study, its artifacts and a report that other folders find."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import shutil
@@ -95,6 +96,17 @@ def test_load_config_takes_a_dict_and_derives_validated_copies() -> None:
         cfg.with_overrides("objective.target=2")
     with pytest.raises(hpo.ConfigError, match=r"study.pruner_options.nope"):
         hpo.load_config({"study": {"pruner_options": {"nope": 1}}})
+
+
+def test_a_config_changed_with_dataclasses_replace_is_taken_as_given() -> None:
+    """``optimize(cfg)`` loads ``cfg`` again: a copy made with ``dataclasses.replace`` must not
+    fall back to the study file's values (its enqueued configurations came back before)."""
+    cfg = hpo.load_config("fashion_dense")
+    assert cfg.study.enqueue, "the shipped main job warm-starts"
+    cold = dataclasses.replace(cfg, study=dataclasses.replace(cfg.study, enqueue=(), n_trials=4))
+    loaded = hpo.load_config(cold)
+    assert (loaded.study.enqueue, loaded.study.n_trials) == ((), 4)
+    assert hpo.load_config(cold, ["study.seed=7"]).study.seed == 7  # overrides still apply
 
 
 INTERRUPTED_SCRIPT = """
