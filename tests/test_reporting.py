@@ -674,6 +674,48 @@ def _image(path: Path):
     return matplotlib.image.imread(path)
 
 
+def test_report_of_several_studies_is_one_comparison(fronts, tmp_path):
+    db = Path(fronts["url"].removeprefix("sqlite:///"))
+    before = db.read_bytes()
+    out = tmp_path / "cmp"
+    proc = run_cli("report", "wide", "low", "--storage", fronts["url"], "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == f"{out}: summary.md and answers.csv (2 studies), 2 figures"
+    assert sorted(p.name for p in out.iterdir()) == ["answers.csv", "history.png", "pareto.png", "summary.md"]
+    summary = (out / "summary.md").read_text()
+    table = [line for line in summary.split("\n\n")[2].splitlines() if line.startswith("| ")]
+    assert len(table) == 3 and table[1].startswith("| wide | dense | val_accuracy \\>= 0.7 within 3 epochs")
+    assert table[2].startswith("| low | dense | val_accuracy \\>= 0.65 within 3 epochs")
+    assert "## Pareto front of `wide`" in summary and "## Pareto front of `low`" in summary
+    answers = pd.read_csv(out / "answers.csv")
+    assert list(answers["study"]) == ["wide", "low"] and list(answers["trials"]) == [
+        len(_front_study(fronts, n).trials) for n in ("wide", "low")
+    ]
+    wide = _front_study(fronts)
+    assert answers["answer_epochs"][0] == wide.user_attrs["answer"]["median"]
+    assert pd.isna(answers["answer_epochs"][1])  # no confirmation: no confirmed answer
+    for f in ("history.png", "pareto.png"):
+        assert _image(out / f).std() > 0.05
+    assert db.read_bytes() == before  # reading never writes
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["wide", "nope"], "hpo: error: no study named 'nope' in this storage; studies: low, wide"),
+        (["wide", "low", "wide"], "hpo: error: study 'wide' is named twice: compare different studies"),
+        (["wide", "low", "--top", "2"], "hpo: error: --top applies to the report of one study, not to a comparison of 2"),
+    ],
+)
+def test_a_bad_comparison_is_one_line_and_writes_nothing(fronts, tmp_path, args, said):
+    db = Path(fronts["url"].removeprefix("sqlite:///"))
+    before = db.read_bytes()
+    proc = run_cli("report", *args, "--storage", fronts["url"], "--out", str(tmp_path / "cmp"))
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [said]
+    assert not (tmp_path / "cmp").exists() and db.read_bytes() == before
+
+
 def _recorded_figures(monkeypatch) -> list:
     """Figures as they are saved, kept for inspection, each with ``layout``: where its points,
     legends and axes are on the saved image (display coordinates, final once it is drawn)."""
