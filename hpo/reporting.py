@@ -975,9 +975,10 @@ def plot_pareto(series: Sequence[tuple[str, pd.DataFrame]], title: str, path: st
     for ax in axes:
         ax.grid(True, alpha=0.4)
         ax.tick_params(labelleft=True)
-    if not any(len(t) for _, t in series):
-        for ax in axes:
-            ax.text(0.5, 0.5, "no configuration reached the target", ha="center", va="center", transform=ax.transAxes)
+    for ax, what in zip(axes, ("", " with its seconds recorded"), strict=True):
+        if not any(len(c.get_offsets()) for c in ax.collections):  # e.g. trials stored before seconds were
+            text = f"no configuration reached the target{what}"
+            ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes)
     entries: dict[str, Any] = {}
     for ax in axes:
         for handle, text in zip(*ax.get_legend_handles_labels(), strict=True):
@@ -1117,8 +1118,8 @@ def pareto_section(table: pd.DataFrame, heading: str = "## Pareto front") -> lis
         "Epochs to target against parameter count and against seconds to target (`pareto.png`): one point per "
         "configuration that reached the target, its epochs the median over its seeds where it was run over several "
         "(confirmation), else its one run, and its seconds the median over the runs that reached the target. A "
-        "configuration is non-dominated when no other reaches the target in no more epochs with no more parameters "
-        "(size) or no more seconds (time), and in fewer of one.",
+        "configuration is non-dominated by size when no other one needs no more epochs and no more parameters and "
+        "fewer of either; by time likewise with seconds.",
         "",
     ]
     if not len(table):
@@ -1276,6 +1277,7 @@ ANSWER_COLUMNS = [
     "monitor",
     "target",
     "max_epochs",
+    "data",
     "trials",
     "reached",
     "answer_trial",
@@ -1290,14 +1292,22 @@ ANSWER_COLUMNS = [
 ]
 
 
-def answers_table(studies: Sequence[optuna.Study]) -> pd.DataFrame:
+def _data_line(info: StudyInfo) -> str:
+    """``fashion_mnist, 6000 training images``: what the epochs and seconds were spent on."""
+    size = info["data"].get("train_size")
+    shown = f"{size} training images" if _is_number(size) and size > 0 else "all training images"
+    return f"{_label(info['dataset'], 40)}, {shown}"
+
+
+def answers_table(studies: Sequence[optuna.Study], fronts: Sequence[pd.DataFrame] | None = None) -> pd.DataFrame:
     """One row per study: its objective, its confirmed answer (median epochs over seeds, range,
-    parameters, median seconds to target; empty when none is confirmed) and its fastest single trial."""
+    parameters, median seconds to target; empty when none is confirmed) and its fastest single trial.
+    ``fronts``: each study's :func:`pareto_table`, when already made."""
     rows = []
-    for study in studies:
+    for i, study in enumerate(studies):
         info = study_info(study)
         df = trials_frame(study, info["monitor"])
-        table = pareto_table(study, info["confirm_seeds"])
+        table = fronts[i] if fronts is not None else pareto_table(study, info["confirm_seeds"])
         answer = table[table["answer"]]
         a = answer.iloc[0] if len(answer) else None
         reached = df[df["reached_target"].fillna(False).astype(bool)]
@@ -1309,6 +1319,7 @@ def answers_table(studies: Sequence[optuna.Study]) -> pd.DataFrame:
                 "monitor": info["monitor"],
                 "target": info["target"],
                 "max_epochs": info["max_epochs"],
+                "data": _data_line(info),
                 "trials": len(df),
                 "reached": len(reached),
                 "answer_trial": None if a is None else int(a["trial"]),
@@ -1325,15 +1336,18 @@ def answers_table(studies: Sequence[optuna.Study]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=ANSWER_COLUMNS)
 
 
-def comparison_markdown(studies: Sequence[optuna.Study], answers: pd.DataFrame, figures: Sequence[str] = ()) -> str:
-    """The comparison's summary: a table of answers, one row per study, then each study's Pareto front."""
+def comparison_markdown(
+    studies: Sequence[optuna.Study], answers: pd.DataFrame, fronts: Sequence[pd.DataFrame], figures: Sequence[str] = ()
+) -> str:
+    """The comparison's summary: a table of answers (:func:`answers_table`), one row per study, then
+    each study's Pareto front (``fronts``, from :func:`pareto_table`)."""
 
     def num(v: Any, fmt: str = "g") -> str:
         return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, fmt)
 
     rows = []
     for r in answers.itertuples():
-        objective = f"{r.monitor} >= {r.target:g} within {r.max_epochs} epochs"
+        objective = f"{r.monitor} >= {r.target:g} within {r.max_epochs} epochs; {r.data}"
         if r.answer_trial is None or pd.isna(r.answer_trial):
             answer, runs = "no confirmed answer", "-"
         else:
@@ -1374,17 +1388,20 @@ def comparison_markdown(studies: Sequence[optuna.Study], answers: pd.DataFrame, 
         _md_table(header, rows),
         "",
     ]
-    for study in studies:
-        info = study_info(study)
-        try:
-            table = pareto_table(study, info["confirm_seeds"])
-        except Exception as e:  # noqa: BLE001
-            _warn(f"study {study.study_name!r}: the Pareto front cannot be computed ({_first_line(e)})")
-            continue
+    for study, table in zip(studies, fronts, strict=True):
         out += pareto_section(table, f"## Pareto front of {md_code(study.study_name)}")
     if figures:
         out += ["## Figures", ""] + [f"![{Path(f).stem}]({Path(f).name})" for f in figures] + [""]
     return "\n".join(out)
+
+
+def _front_or_none(study: optuna.Study, info: StudyInfo) -> pd.DataFrame:
+    """The study's :func:`pareto_table`; trials it cannot use leave it empty, with a warning."""
+    try:
+        return pareto_table(study, info["confirm_seeds"])
+    except Exception as e:  # noqa: BLE001
+        _warn(f"study {printable(study.study_name)!r}: no Pareto front or answer from the stored trials ({_first_line(e)})")
+        return pd.DataFrame(columns=PARETO_COLUMNS).astype({"answer": bool, "front_params": bool, "front_seconds": bool})
 
 
 def write_comparison(studies: Sequence[optuna.Study], out_dir: str | Path) -> dict[str, Any]:
@@ -1394,7 +1411,8 @@ def write_comparison(studies: Sequence[optuna.Study], out_dir: str | Path) -> di
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     infos = [study_info(s) for s in studies]
-    answers = answers_table(studies)
+    fronts = [_front_or_none(s, i) for s, i in zip(studies, infos, strict=True)]
+    answers = answers_table(studies, fronts)
     answers.to_csv(out / "answers.csv", index=False)
     labels = [
         f"{_label(s.study_name, 40)} ({_label(i['monitor'], 20)} >= {i['target']:g})" for s, i in zip(studies, infos, strict=True)
@@ -1410,11 +1428,11 @@ def write_comparison(studies: Sequence[optuna.Study], out_dir: str | Path) -> di
             path,
         ),
         "pareto.png": lambda path: plot_pareto(
-            [(label, pareto_table(s, i["confirm_seeds"])) for label, s, i in zip(labels, studies, infos, strict=True)],
+            list(zip(labels, fronts, strict=True)),
             f"Pareto fronts: {names}",
             path,
         ),
     }
     figures = _draw_all(drawings, out)
-    (out / "summary.md").write_text(comparison_markdown(studies, answers, [str(f) for f in figures]), encoding="utf-8")
+    (out / "summary.md").write_text(comparison_markdown(studies, answers, fronts, [str(f) for f in figures]), encoding="utf-8")
     return {"rows": len(answers), "figures": figures, "dir": out}
