@@ -21,6 +21,7 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "StudyConfig": "hpo.config",
+    "compare": "hpo.api",
     "load_config": "hpo.api",
     "optimize": "hpo.api",
     "report": "hpo.api",
@@ -36,6 +37,7 @@ __all__ = [
     "StudyMismatchError",
     "TargetPruning",
     "__version__",
+    "compare",
     "load_config",
     "optimize",
     "report",

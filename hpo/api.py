@@ -17,7 +17,7 @@ from typing import Any
 from hpo.config import StudyConfig, apply_overrides, parse_config, read_config
 from hpo.errors import EXIT_FAILURES, EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED, HpoError
 
-__all__ = ["load_config", "optimize", "report"]
+__all__ = ["compare", "load_config", "optimize", "report"]
 
 
 def load_config(source: str | Path | Mapping[str, Any] | StudyConfig, overrides: Sequence[str] = ()) -> StudyConfig:
@@ -156,3 +156,45 @@ def _artifact_store(study: Any, url: str, given: str | Path | None) -> Any:
     if problem is not None:
         print(f"hpo: warning: {problem}", file=sys.stderr, flush=True)
     return None
+
+
+def compare(
+    study_names: Sequence[str],
+    *,
+    storage: str | None = None,
+    out: str | Path | None = None,
+) -> dict[str, Any]:
+    """Write one comparison of several studies of a storage into ``out`` (default
+    ``reports/A-vs-B...``), as ``python -m hpo.run report A B ...`` does: ``summary.md`` (a table of
+    answers, one row per study, and each study's Pareto front), ``answers.csv``, and the figures
+    ``history.png`` and ``pareto.png`` with every study in its own colour and marker.  Every study
+    is found (and checked to be an hpo study) before anything is written; a name given twice is
+    bad input.  Returns ``out``, ``rows`` (studies) and ``figures``."""
+    import warnings
+
+    from hpo.errors import warnings_as_lines
+    from hpo.folders import check_folder
+    from hpo.names import check_study_name, name_folder
+    from hpo.reporting import ReportWarning, write_comparison
+    from hpo.storage import make_storage, resolve_url
+    from hpo.study import load_study, study_info
+
+    names = list(study_names)
+    if len(names) < 2:
+        raise HpoError(f"comparing needs at least two studies, but got {len(names)}")
+    for name in names:
+        check_study_name(name, "STUDY_NAME")
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise HpoError(f"study {twice[0]!r} is named twice: compare different studies")
+    folder = Path(out) if out is not None else name_folder("reports", "-vs-".join(names), "--out")
+    check_folder(folder, "--out")
+    url = resolve_url(storage)
+    read = make_storage(url, mode="read")
+    studies = [load_study(name, read) for name in names]
+    for study in studies:
+        study_info(study)  # not an hpo study: one line, before anything is written
+    with warnings.catch_warnings():
+        warnings_as_lines(ReportWarning)
+        done = write_comparison(studies, folder)
+    return {"out": folder, **done}

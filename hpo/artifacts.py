@@ -164,7 +164,8 @@ class ArtifactWriter:
         if outcome.get("stop_reason") not in (None, "target", "max_epochs"):
             label += f", {outcome['stop_reason']}"
         path = tmp / f"trial-{trial.number:04d}-curves.png"
-        plot_learning_curve(history, obj.monitor, obj.target, trial_title(trial.number, params, label), path)
+        title = trial_title(trial.number, params, label)
+        plot_learning_curve(history, obj.monitor, obj.target, title, path, epochs_to_target=outcome.get("epochs_to_target"))
         self._upload(trial, path)
 
     def _history(self, tmp: Path, trial: optuna.Trial, model: Any, outcome: dict[str, Any]) -> None:

@@ -38,7 +38,9 @@ from hpo.study import StudyInfo, study_info  # noqa: E402
 
 __all__ = [
     "ReportWarning",
+    "answers_table",
     "best_curves",
+    "comparison_markdown",
     "confirmation_table",
     "counts",
     "draw_learning_curve",
@@ -46,17 +48,25 @@ __all__ = [
     "history_epochs",
     "history_frame",
     "importances",
+    "non_dominated",
     "optimization_history",
+    "pareto_section",
+    "pareto_table",
     "plot_confirmation",
     "plot_epochs_vs_params",
     "plot_importances",
     "plot_learning_curve",
     "plot_learning_curves",
+    "plot_histories",
     "plot_optimization_history",
+    "plot_pareto",
+    "stop_category",
     "summary_markdown",
+    "target_crossing",
     "test_accuracy",
     "trial_title",
     "trials_frame",
+    "write_comparison",
     "write_report",
 ]
 
@@ -233,12 +243,51 @@ def epochs_vs_params(df: pd.DataFrame, max_epochs: int) -> pd.DataFrame:
     return out.sort_values(["n_params", "number"]).reset_index(drop=True)
 
 
+# stop_reason -> how the figures name it, its marker, and its row within the "not reached" band
+# (offset in epochs), so that trials stopped for different reasons are told apart where they overlap
+STOP_CATEGORIES: dict[str, tuple[str, str, float]] = {
+    "target": ("reached", "o", 0.0),
+    "pruned": ("pruned", "v", -0.3),
+    "capped": ("capped", "s", -0.1),
+    "dropped": ("dropped repeat", "d", 0.1),
+    "max_epochs": ("out of epochs", "X", 0.3),
+    "nan": ("diverged (NaN)", "P", 0.5),
+}
+_OTHER_CATEGORY = ("other", "*", 0.5)
+_CATEGORY_COLORS = {
+    "reached": "tab:blue",
+    "pruned": "0.55",
+    "capped": "tab:purple",
+    "dropped repeat": "tab:olive",
+    "out of epochs": "tab:orange",
+    "diverged (NaN)": "tab:red",
+    "other": "k",
+}
+
+
+def _in_order(categories: Sequence[tuple[str, str, float]]) -> list[tuple[str, str, float]]:
+    """The distinct categories, reached first, then as :data:`STOP_CATEGORIES` lists them."""
+    order = [*STOP_CATEGORIES.values(), _OTHER_CATEGORY]
+    return sorted(set(categories), key=order.index)
+
+
+def stop_category(stop_reason: Any) -> tuple[str, str, float]:
+    """``(label, marker, offset)`` of a stop reason in the figures; unknown reasons are "other"."""
+    return STOP_CATEGORIES.get(stop_reason, _OTHER_CATEGORY) if isinstance(stop_reason, str) else _OTHER_CATEGORY
+
+
 def optimization_history(df: pd.DataFrame) -> pd.DataFrame:
     """Value of each finished trial and the best value so far (COMPLETE trials only count)."""
     done = df[df["state"].isin(["COMPLETE", "PRUNED"]) & df["value"].notna()].sort_values("number")
     best = done["value"].where(done["state"] == "COMPLETE").cummin()
     return pd.DataFrame(
-        {"number": done["number"].astype(int), "state": done["state"], "value": done["value"], "best": best}
+        {
+            "number": done["number"].astype(int),
+            "state": done["state"],
+            "stop_reason": done["stop_reason"],
+            "value": done["value"],
+            "best": best,
+        }
     ).reset_index(drop=True)
 
 
@@ -301,6 +350,82 @@ def _is_history(history: Any) -> bool:
     )
 
 
+def non_dominated(xs: Sequence[float], ys: Sequence[float]) -> list[bool]:
+    """Which points ``(x, y)`` no other point dominates, both to be minimised (no larger in both
+    and smaller in one); equal points are all non-dominated, a NaN point never is."""
+    points = [(float(x), float(y)) for x, y in zip(xs, ys, strict=True)]
+    finite = [p for p in points if not (math.isnan(p[0]) or math.isnan(p[1]))]
+    return [
+        not (math.isnan(x) or math.isnan(y)) and not any(qx <= x and qy <= y and (qx < x or qy < y) for qx, qy in finite)
+        for x, y in points
+    ]
+
+
+PARETO_COLUMNS = [
+    "trial",
+    "runs",
+    "trials",
+    "epochs",
+    "epochs_min",
+    "epochs_max",
+    "n_params",
+    "seconds_to_target",
+    "family",
+    "params",
+    "answer",
+    "front_params",
+    "front_seconds",
+]
+
+
+def pareto_table(study: optuna.Study, confirm_seeds: int) -> pd.DataFrame:
+    """One row per configuration that reached the target, with the two Pareto fronts it may lie on.
+
+    A configuration is a trial with its repeats (:func:`hpo.answer.configurations`).  Its
+    ``epochs`` are the median over its runs where it was run over several seeds (a run that missed
+    the target counts as not reached; a median that did not reach leaves it out), else its one
+    run's epochs to target; ``seconds_to_target`` is the median over the runs that reached it.
+    ``front_params``: no other configuration reaches the target in no more epochs with no more
+    parameters and is better in one; ``front_seconds`` likewise with seconds to target.
+    """
+    import statistics
+
+    from hpo.answer import compute_answer, configurations
+
+    trials = study.get_trials(deepcopy=False)
+    by_number = {t.number: t for t in trials}
+    answer = compute_answer(trials, confirm_seeds)
+    rows = []
+    for c in configurations(trials).values():
+        if not c.reached:
+            continue
+        runs = [by_number[n] for n in c["trials"]]
+        seconds = [t.user_attrs.get("seconds_to_target") for t in runs if t.user_attrs.get("epochs_to_target") is not None]
+        seconds = [float(v) for v in seconds if _is_number(v) and math.isfinite(v)]
+        reached = [e for e in c["epochs"] if e is not None]
+        first = by_number.get(c["trial"], runs[0])
+        family = first.user_attrs.get("family")
+        rows.append(
+            {
+                "trial": c["trial"],
+                "runs": c["runs"],
+                "trials": c["trials"],
+                "epochs": float(c["median"]),
+                "epochs_min": min(reached),
+                "epochs_max": max(reached),
+                "n_params": float(c["n_params"]) if _is_number(c["n_params"]) else math.nan,
+                "seconds_to_target": statistics.median(seconds) if seconds else math.nan,
+                "family": _label(family) if isinstance(family, str) else "?",
+                "params": dict(first.params),  # the searched ones: what tells configurations apart
+                "answer": answer is not None and answer["trial"] == c["trial"],
+            }
+        )
+    df = pd.DataFrame(rows, columns=PARETO_COLUMNS[:-2])
+    for column, x in (("front_params", "n_params"), ("front_seconds", "seconds_to_target")):
+        df[column] = pd.Series(non_dominated(df["epochs"], df[x]), index=df.index, dtype=bool)
+    return df.sort_values(["epochs", "n_params", "trial"], ignore_index=True)
+
+
 def confirmation_table(study: optuna.Study, info: StudyInfo) -> pd.DataFrame:
     """One row per configuration that has repeats: its runs' epochs (not reached: NaN), median,
     range, parameter count, and whether it is the answer."""
@@ -348,18 +473,11 @@ def plot_confirmation(table: pd.DataFrame, max_epochs: int, title: str, path: st
     else:
         ax.text(0.5, 0.5, "no configuration was repeated", ha="center", va="center", transform=ax.transAxes)
     ax.set_xlim(-0.7, max(len(table), 1) - 0.3)
-    ax.set_ylim(0, max_epochs + 2)
-    ticks = sorted(
-        {t for t in matplotlib.ticker.MaxNLocator(integer=True, nbins=8).tick_values(1, max_epochs) if 1 <= t <= max_epochs}
-    )
-    ax.set_yticks([*ticks, max_epochs + 1], [*(str(int(t)) for t in ticks), "not\nreached"])
+    _epoch_ticks(ax, max_epochs)
     ax.set_ylabel("epochs to target, one point per seed; bar: median")
     ax.grid(True, axis="y", alpha=0.4)
     ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path)
 
 
 def history_epochs(history: Mapping[str, Sequence[float]]) -> list[float]:
@@ -480,6 +598,19 @@ def trial_title(number: int, params: Mapping[str, Any], outcome: str = "", width
     return "\n".join(lines)
 
 
+def target_crossing(
+    epochs: Sequence[float], values: Sequence[float], epochs_to_target: float | None
+) -> tuple[float, float] | None:
+    """``(epoch, value)`` of the check at which the monitored curve reached the target: the first
+    check at or after ``epochs_to_target``; None when it was not reached or is not in the history."""
+    if epochs_to_target is None or not _is_number(epochs_to_target):
+        return None
+    for epoch, value in zip(epochs, values, strict=False):
+        if epoch >= epochs_to_target - 1e-9:
+            return float(epoch), float(value)
+    return None
+
+
 def outcome_line(monitor: str, target: float, epochs_to_target: int | None, history: Mapping[str, Sequence[float]]) -> str:
     if epochs_to_target is not None:
         return f"{monitor} >= {target:g} after {epochs_to_target} epoch{'s' if epochs_to_target != 1 else ''}"
@@ -497,11 +628,16 @@ def draw_learning_curve(
     target: float,
     title: str | None = None,
     fontsize: float = 9,
+    *,
+    epochs_to_target: float | None = None,
+    legend: bool = True,
 ) -> Any:
     """Loss (left axis, red) and accuracy (right axis, blue) per epoch; the target dashed.
 
     The monitored accuracy is a solid line; the other accuracy (training or validation), when
-    present, a thin dotted one.  Returns the right-hand axis.
+    present, a thin dotted one; a star where it reached the target (``epochs_to_target``).  The
+    legend, unless ``legend=False``, goes below the axes, where it covers no line.  Returns the
+    right-hand axis.
     """
     epochs = history_epochs(history)
     ms = 3 if len(epochs) <= 40 else 0
@@ -524,6 +660,9 @@ def draw_learning_curve(
     acc = series(monitor)
     ax2.plot(epochs[: len(acc)], acc, color="tab:blue", lw=2, marker="o", ms=ms, label=monitor)
     ax2.axhline(target, color="k", ls="--", lw=1.5, label=f"target {target:g}")
+    crossing = target_crossing(epochs, acc, epochs_to_target)
+    if crossing is not None:
+        ax2.plot(*crossing, marker="*", ms=14, color="gold", mec="k", ls="none", zorder=5, label="target reached")
     ax2.set_ylabel(monitor, color="tab:blue")
     ax2.tick_params(axis="y", labelcolor="tab:blue")
     lows = [v for v in acc + series(other) if math.isfinite(v)]
@@ -531,8 +670,9 @@ def draw_learning_curve(
     if epochs:
         ax.set_xlim(min(0.5, epochs[0] / 2), max(epochs) + 0.5)
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-    handles = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
-    ax2.legend(handles=handles, loc="center right", fontsize=fontsize - 1)
+    if legend:
+        handles = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
+        ax2.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3, fontsize=fontsize - 1, frameon=False)
     if title:
         ax.set_title(title, fontsize=fontsize)
     return ax2
@@ -546,111 +686,311 @@ def plot_learning_curve(
     title: str | None,
     path: str | Path,
     dpi: int = 100,
+    epochs_to_target: float | None = None,
 ) -> Path:
     """One trial's learning curve as a PNG."""
-    fig, ax = plt.subplots(figsize=(7, 4.6))
-    draw_learning_curve(ax, history, monitor, target, title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=dpi)
-    plt.close(fig)
-    return Path(path)
+    fig, ax = plt.subplots(figsize=(7, 5.0))
+    draw_learning_curve(ax, history, monitor, target, title, epochs_to_target=epochs_to_target)
+    return _save(fig, path, dpi)
 
 
 @_no_math
 def plot_learning_curves(curves: Sequence[Mapping[str, Any]], monitor: str, target: float, path: str | Path) -> Path:
-    """Learning curves of several trials (from :func:`best_curves`), one panel each."""
+    """Learning curves of several trials (from :func:`best_curves`), one panel each; the loss axes
+    of all panels share one scale, and so do the accuracy axes; one legend below the panels."""
     n = max(1, len(curves))
     cols = min(2, n)
     rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(7 * cols, 4.4 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(7 * cols, 4.4 * rows + 0.5), squeeze=False)
+    pairs = []
     for ax, c in zip(axes.flat, curves, strict=False):
         outcome = outcome_line(monitor, target, c["epochs_to_target"], c["history"])
         label = f"{c['state'].lower()}, value {c['value']:.3f}; {outcome}"
-        draw_learning_curve(ax, c["history"], monitor, target, trial_title(c["number"], c["params"], label, width=80), 8)
+        title = trial_title(c["number"], c["params"], label, width=80)
+        ax2 = draw_learning_curve(
+            ax, c["history"], monitor, target, title, 8, epochs_to_target=c["epochs_to_target"], legend=False
+        )
+        pairs.append((ax, ax2))
+    for side in (0, 1):  # panels compare the same quantities: one scale each for loss and accuracy
+        limits = [p[side].get_ylim() for p in pairs]
+        for p in pairs:
+            p[side].set_ylim(min(lo for lo, _ in limits), max(hi for _, hi in limits))
     for ax in list(axes.flat)[len(curves) :]:
         ax.axis("off")
     if not curves:
         axes[0][0].text(0.5, 0.5, "no finished trial with a history", ha="center", va="center")
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return Path(path)
+    else:
+        entries: dict[str, Any] = {}
+        for ax, ax2 in pairs:
+            for axis in (ax, ax2):
+                for handle, text in zip(*axis.get_legend_handles_labels(), strict=True):
+                    entries.setdefault(text, handle)
+        fig.legend(
+            list(entries.values()), list(entries), loc="lower center", ncol=min(7, len(entries)), fontsize=8, frameon=False
+        )
+    return _save(fig, path, 90, rect=(0, 0.5 / (4.4 * rows + 0.5), 1, 1))
 
 
 def _family_colors(families: Sequence[str]) -> dict[str, str]:
     return {f: _FAMILY_COLORS[i % len(_FAMILY_COLORS)] for i, f in enumerate(sorted(set(families)))}
 
 
-@_no_math
-def plot_optimization_history(hist: pd.DataFrame, max_epochs: int, title: str, path: str | Path) -> Path:
-    """Each trial's value (pruned ones grey) and the best value so far."""
-    fig, ax = plt.subplots(figsize=(7, 4.4))
-    done = hist[hist["state"] == "COMPLETE"]
-    pruned = hist[hist["state"] == "PRUNED"]
-    ax.scatter(done["number"], done["value"], color="tab:blue", label="complete", zorder=3)
-    if len(pruned):
-        ax.scatter(pruned["number"], pruned["value"], color="0.6", marker="v", label="pruned (last report)", zorder=3)
-    if done["best"].notna().any():
-        ax.step(hist["number"], hist["best"].ffill(), where="post", color="tab:red", lw=1.5, label="best so far")
-    ax.axhline(max_epochs + 0.5, color="k", ls="--", lw=1)
-    ax.annotate(
-        f"above: target not reached in {max_epochs} epochs",
-        (0.01, max_epochs + 0.5),
-        xycoords=("axes fraction", "data"),
-        va="bottom",
-        fontsize=8,
-    )
-    ax.set_xlabel("trial number")
-    ax.set_ylabel("value (epochs to target)")
-    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-    ax.grid(True, alpha=0.4)
-    ax.legend(fontsize=8, loc="upper right")
-    ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
+def _save(fig: Any, path: str | Path, dpi: int = 100, **layout: Any) -> Path:
+    fig.tight_layout(**layout)
+    fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return Path(path)
 
 
-LABELLED_POINTS = 30
+def _trial_axes(ax: Any) -> None:
+    """Axes of a value per trial number."""
+    ax.set_xlabel("trial number")
+    ax.set_ylabel("value (epochs to target)")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    ax.grid(True, alpha=0.4)
 
 
-@_no_math
-def plot_epochs_vs_params(table: pd.DataFrame, max_epochs: int, title: str, path: str | Path) -> Path:
-    """Epochs to target against parameter count, coloured by family; unreached marked with x."""
-    fig, ax = plt.subplots(figsize=(7, 4.4))
-    colors = _family_colors(list(table["family"]))
-    for family, color in colors.items():
-        rows = table[table["family"] == family]
-        hit, miss = rows[rows["reached"]], rows[~rows["reached"]]
-        ax.scatter(hit["n_params"], hit["y"], color=color, label=f"{family}: reached", zorder=3)
-        if len(miss):
-            ax.scatter(miss["n_params"], miss["y"], color=color, marker="x", s=60, label=f"{family}: not reached", zorder=3)
-    # trial numbers on the fastest trials only: thousands of labels would hide the points
-    for _, r in table.sort_values(["y", "number"]).head(LABELLED_POINTS).iterrows():
-        ax.annotate(str(r["number"]), (r["n_params"], r["y"]), textcoords="offset points", xytext=(4, 3), fontsize=7)
-    ax.axhline(max_epochs + 0.5, color="k", ls="--", lw=1)
-    ax.set_xscale("log")
-    # the log scale's own labels are mathtext ($10^{4}$), which _no_math turns off: plain numbers
-    ax.xaxis.set_major_formatter(_PlainLogFormatter())
-    ax.xaxis.set_minor_formatter(_PlainLogFormatter(labelOnlyBase=False))
-    ax.set_xlabel("trainable parameters (log scale)")
-    ax.set_ylabel("epochs to target")
+def _legend_outside(ax: Any, ncol: int = 1, **kwargs: Any) -> Any:
+    """The axes' legend to the right of it, outside the plotting area: it never covers a point."""
+    handles, labels = ax.get_legend_handles_labels()
+    if not handles:
+        return None
+    return ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, ncol=ncol, **kwargs)
+
+
+def _epoch_ticks(ax: Any, max_epochs: int) -> None:
+    """Whole epochs 1..max_epochs on the y axis and a "not reached" row above them."""
     ax.set_ylim(0, max_epochs + 2)
     ticks = sorted(
         {t for t in matplotlib.ticker.MaxNLocator(integer=True, nbins=8).tick_values(1, max_epochs) if 1 <= t <= max_epochs}
     )
     ax.set_yticks([*ticks, max_epochs + 1], [*(str(int(t)) for t in ticks), "not\nreached"])
+
+
+@_no_math
+def plot_optimization_history(hist: pd.DataFrame, max_epochs: int, title: str, path: str | Path) -> Path:
+    """Each trial's value (its marker says why it stopped: reached, pruned, capped, out of epochs,
+    ...; a pruned or capped trial at its last report) and the best value so far."""
+    fig, ax = plt.subplots(figsize=(8.6, 4.4))
+    labels = [stop_category(r) for r in hist.get("stop_reason", pd.Series([None] * len(hist)))]
+    for label, marker, _ in _in_order(labels):
+        rows = hist[[c[0] == label for c in labels]]
+        name = f"{label} (last report)" if rows["state"].eq("PRUNED").all() else label
+        ax.scatter(rows["number"], rows["value"], color=_CATEGORY_COLORS[label], marker=marker, label=name, zorder=3, alpha=0.85)
+    if hist["best"].notna().any():
+        ax.step(hist["number"], hist["best"].ffill(), where="post", color="tab:red", lw=1.5, label="best so far")
+    ax.axhline(max_epochs + 0.5, color="k", ls="--", lw=1, label=f"above: not reached in {max_epochs} epochs")
+    _trial_axes(ax)
+    _legend_outside(ax, fontsize=8)
+    if not len(hist):
+        ax.text(0.5, 0.5, "no finished trial", ha="center", va="center", transform=ax.transAxes)
+    ax.set_title(title, fontsize=10)
+    return _save(fig, path)
+
+
+@_no_math
+def plot_histories(series: Sequence[tuple[str, pd.DataFrame, int]], title: str, path: str | Path) -> Path:
+    """Several studies' optimization histories in one figure: each ``(label, history, max_epochs)``
+    of ``series`` (from :func:`optimization_history`) in its own colour and marker, trials that
+    reached the target filled, the others hollow, and its best value so far as a line."""
+    fig, ax = plt.subplots(figsize=(10, 4.4 + 0.25 * 3 * len(series)))
+    limits = sorted({m for _, _, m in series})
+    for i, (label, hist, _) in enumerate(series):
+        color = _FAMILY_COLORS[i % len(_FAMILY_COLORS)]
+        marker = _SERIES_MARKERS[i % len(_SERIES_MARKERS)]
+        reached = hist["stop_reason"].eq("target") if "stop_reason" in hist else hist["state"].eq("COMPLETE")
+        ax.scatter(
+            hist["number"][reached],
+            hist["value"][reached],
+            marker=marker,
+            color=color,
+            s=30,
+            zorder=3,
+            label=f"{label}: reached the target",
+        )
+        ax.scatter(
+            hist["number"][~reached],
+            hist["value"][~reached],
+            marker=marker,
+            facecolors="none",
+            edgecolors=color,
+            s=30,
+            alpha=0.7,
+            zorder=3,
+            label=f"{label}: not reached",
+        )
+        if hist["best"].notna().any():
+            ax.step(hist["number"], hist["best"].ffill(), where="post", color=color, lw=1.8, label=f"{label}: best so far")
+    for max_epochs in limits:
+        ax.axhline(
+            max_epochs + 0.5,
+            color="k",
+            ls="--",
+            lw=1,
+            label=f"above: not reached in {max_epochs} epochs" if len(limits) == 1 else f"max_epochs {max_epochs}",
+        )
+    _trial_axes(ax)
+    # below the axes, in two columns: the studies' names make long entries
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, fontsize=8, frameon=False)
+    ax.set_title(title, fontsize=10)
+    return _save(fig, path)
+
+
+LABELLED_POINTS = 30
+
+
+def _plain_log_x(ax: Any) -> None:
+    ax.set_xscale("log")
+    # the log scale's own labels are mathtext ($10^{4}$), which _no_math turns off: plain numbers
+    ax.xaxis.set_major_formatter(_PlainLogFormatter())
+    ax.xaxis.set_minor_formatter(_PlainLogFormatter(labelOnlyBase=False))
+
+
+@_no_math
+def plot_epochs_vs_params(table: pd.DataFrame, max_epochs: int, title: str, path: str | Path) -> Path:
+    """Epochs to target against parameter count, coloured by family; trials that did not reach
+    the target in the "not reached" band, one marker (and a slightly shifted row) per stop reason:
+    pruned, capped, out of epochs, ..."""
+    fig, ax = plt.subplots(figsize=(8.6, 4.4))
+    colors = _family_colors(list(table["family"]))
+    reasons = table["stop_reason"] if "stop_reason" in table else pd.Series([None] * len(table), index=table.index)
+    categories = [("reached", "o", 0.0) if r else stop_category(s) for r, s in zip(table["reached"], reasons, strict=True)]
+    several = len(colors) > 1
+    for family, color in colors.items():
+        for label, marker, offset in _in_order(categories):
+            rows = table[(table["family"] == family).to_numpy() & [c[0] == label for c in categories]]
+            if not len(rows):
+                continue
+            hollow = label != "reached" and marker not in ("X", "P", "*")  # overlapping ones stay visible
+            ax.scatter(
+                rows["n_params"],
+                rows["y"] + offset,
+                marker=marker,
+                s=40 if label == "reached" else 46,
+                facecolors="none" if hollow else color,
+                edgecolors=color,
+                label=f"{family}: {label}" if several else label,
+                zorder=3,
+            )
+    # trial numbers on the fastest trials only: thousands of labels would hide the points
+    fastest = table[table["reached"]].sort_values(["y", "number"]).head(LABELLED_POINTS)
+    for (x, y), same in fastest.groupby(["n_params", "y"])["number"]:  # equal points: one label "9, 11"
+        ax.annotate(", ".join(map(str, sorted(same))), (x, y), textcoords="offset points", xytext=(4, 3), fontsize=7)
+    ax.axhline(max_epochs + 0.5, color="k", ls="--", lw=1)
+    _plain_log_x(ax)
+    ax.set_xlabel("trainable parameters (log scale)")
+    ax.set_ylabel("epochs to target")
+    _epoch_ticks(ax, max_epochs)
     ax.grid(True, alpha=0.4)
     if len(table):
-        ax.legend(fontsize=8, loc="best")
+        _legend_outside(ax, fontsize=8, title="stop reason" if not several else None)
     else:
         ax.text(0.5, 0.5, "no trial trained", ha="center", va="center", transform=ax.transAxes)
     ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path)
+
+
+PARETO_NOTE = (
+    "one point per configuration that reached the target: the median over its seeds where repeated (bar: range), else its one run"
+)
+_SERIES_MARKERS = ("o", "s", "^", "D", "v", "P")
+
+
+@_no_math
+def plot_pareto(series: Sequence[tuple[str, pd.DataFrame]], title: str, path: str | Path) -> Path:
+    """Epochs to target against parameter count (log scale) and against seconds to target, one
+    panel each with one epochs scale; each ``(label, table)`` of ``series`` (from
+    :func:`pareto_table`) in its own colour and marker, its non-dominated configurations filled,
+    joined by their front and numbered, the dominated ones hollow; a ring on a confirmed answer."""
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5.2), sharey=True)
+    several = len(series) > 1
+    top = 1.0
+    for i, (label, table) in enumerate(series):
+        color = _FAMILY_COLORS[i % len(_FAMILY_COLORS)]
+        marker = _SERIES_MARKERS[i % len(_SERIES_MARKERS)]
+        name = f"{label}: " if several else ""
+        if not len(table):
+            continue
+        top = max(top, float(table["epochs_max"].max()))
+        for ax, x, front in zip(axes, ("n_params", "seconds_to_target"), ("front_params", "front_seconds"), strict=True):
+            rows = table[table[x].notna()]
+            on, off = rows[rows[front]], rows[~rows[front]]
+            spread = rows[rows["runs"] > 1]
+            ax.vlines(
+                spread[x],
+                spread["epochs_min"],
+                spread["epochs_max"],
+                color=color,
+                lw=1,
+                alpha=0.6,
+                zorder=2,
+                label=f"{name}range over seeds" if len(spread) else None,
+            )
+            ax.scatter(
+                off[x],
+                off["epochs"],
+                marker=marker,
+                s=36,
+                facecolors="none",
+                edgecolors=color,
+                alpha=0.7,
+                zorder=3,
+                label=f"{name}dominated",
+            )
+            ax.scatter(
+                on[x],
+                on["epochs"],
+                marker=marker,
+                s=60,
+                color=color,
+                edgecolors="k",
+                zorder=4,
+                label=f"{name}non-dominated (Pareto front)",
+            )
+            line = on.sort_values([x, "epochs"])
+            ax.plot(line[x], line["epochs"], drawstyle="steps-post", color=color, lw=1.2, alpha=0.8, zorder=2)
+            for (px, py), same in on.groupby([x, "epochs"])["trial"]:  # equal points: one label "11, 15"
+                text = ", ".join(map(str, sorted(same)))
+                ax.annotate(text, (px, py), textcoords="offset points", xytext=(5, 4), fontsize=7)
+            answer = rows[rows["answer"]]
+            ax.scatter(
+                answer[x],
+                answer["epochs"],
+                marker="o",
+                s=220,
+                facecolors="none",
+                edgecolors="k",
+                lw=1.5,
+                zorder=5,
+                label="confirmed answer" if len(answer) and i == 0 else None,
+            )
+    left, right = axes
+    _plain_log_x(left)
+    left.set_xlabel("trainable parameters (log scale)")
+    right.set_xlabel("seconds to target (training, first epoch's compilation included)")
+    left.set_ylabel("epochs to target")
+    left.set_ylim(0, top + 1)
+    left.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    right.set_xlim(left=0)
+    for ax in axes:
+        ax.grid(True, alpha=0.4)
+        ax.tick_params(labelleft=True)
+    for ax, what in zip(axes, ("", " with its seconds recorded"), strict=True):
+        if not any(len(c.get_offsets()) for c in ax.collections):  # e.g. trials stored before seconds were
+            text = f"no configuration reached the target{what}"
+            ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes)
+    entries: dict[str, Any] = {}
+    for ax in axes:
+        for handle, text in zip(*ax.get_legend_handles_labels(), strict=True):
+            entries.setdefault(text, handle)
+    columns = 2 if several else 4  # the studies' names make long entries
+    if entries:
+        fig.legend(
+            list(entries.values()), list(entries), loc="lower center", ncol=min(columns, len(entries)), fontsize=8, frameon=False
+        )
+    rows_of_legend = math.ceil(len(entries) / columns) if entries else 0
+    fig.suptitle(f"{title}\n{PARETO_NOTE}", fontsize=10)
+    return _save(fig, path, rect=(0, 0.05 * rows_of_legend + 0.01, 1, 1))
 
 
 @_no_math
@@ -672,10 +1012,7 @@ def plot_importances(imp: Mapping[str, float], title: str, path: str | Path, n_c
         ax.text(0.5, 0.5, "not enough completed trials with varying parameters", ha="center", va="center", transform=ax.transAxes)
         ax.set_axis_off()
     ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path)
 
 
 # --------------------------------------------------------------------------------------------
@@ -712,6 +1049,7 @@ def summary_markdown(
         _md_table(["stop reason", "trials"], list(c["stop_reason"].items())),
         "",
         *_answer_markdown(study, info),
+        *_pareto_markdown(study, info),
         "## Best single trial",
         "",
         "Optuna's `best_trial`: the fastest single run (its seed may have been lucky)." if info["confirm_seeds"] > 1 else "",
@@ -751,6 +1089,68 @@ def _answer_markdown(study: optuna.Study, info: StudyInfo) -> list[str]:
     except Exception as e:  # noqa: BLE001
         _warn(f"the answer cannot be computed from the stored trials ({_first_line(e)}): summary.md has no answer")
         return ["## Answer", "", f"Not available: the stored trials do not say ({md_text(_first_line(e))}).", ""]
+
+
+def _pareto_markdown(study: optuna.Study, info: StudyInfo) -> list[str]:
+    """The Pareto section; trials it cannot use cost only this section."""
+    try:
+        table = pareto_table(study, info["confirm_seeds"])
+    except Exception as e:  # noqa: BLE001
+        _warn(f"the Pareto front cannot be computed from the stored trials ({_first_line(e)}): summary.md lists none")
+        return ["## Pareto front", "", f"Not available: the stored trials do not say ({md_text(_first_line(e))}).", ""]
+    return pareto_section(table)
+
+
+def _short_params(params: Mapping[str, Any], limit: int = 8) -> str:
+    def fmt(v: Any) -> str:
+        return f"{v:.3g}" if isinstance(v, float) else _label(v, 30)
+
+    shown = [f"{_label(k, 30)}={fmt(v)}" for k, v in list(params.items())[:limit]]
+    return " ".join(shown) + (" ..." if len(params) > limit else "")
+
+
+def pareto_section(table: pd.DataFrame, heading: str = "## Pareto front") -> list[str]:
+    """Markdown: how the fronts are made, then one row per non-dominated configuration."""
+    front = table[table["front_params"] | table["front_seconds"]]
+    out = [
+        heading,
+        "",
+        "Epochs to target against parameter count and against seconds to target (`pareto.png`): one point per "
+        "configuration that reached the target, its epochs the median over its seeds where it was run over several "
+        "(confirmation), else its one run, and its seconds the median over the runs that reached the target. A "
+        "configuration is non-dominated by size when no other one needs no more epochs and no more parameters and "
+        "fewer of either; by time likewise with seconds.",
+        "",
+    ]
+    if not len(table):
+        return [*out, "No configuration reached the target.", ""]
+
+    def cell(v: Any, fmt: str) -> str:
+        return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, fmt)
+
+    rows = [
+        [
+            r.trial,
+            r.runs,
+            cell(r.epochs, "g"),
+            f"{r.epochs_min:g}-{r.epochs_max:g}" if r.runs > 1 else "",
+            cell(r.n_params, ",.0f"),
+            cell(r.seconds_to_target, ".1f"),
+            ", ".join(w for w, on in (("size", r.front_params), ("time", r.front_seconds)) if on),
+            "yes" if r.answer else "",
+            _short_params(r.params),
+        ]
+        for r in front.itertuples()
+    ]
+    header = ["trial", "runs", "epochs", "range", "parameters", "seconds to target", "front", "answer", "searched parameters"]
+    return [
+        *out,
+        f"{len(front)} of the {len(table)} configurations that reached the target are non-dominated "
+        f"({int(table['front_params'].sum())} by size, {int(table['front_seconds'].sum())} by time):",
+        "",
+        _md_table(header, rows),
+        "",
+    ]
 
 
 def _answer_section(study: optuna.Study, info: StudyInfo) -> list[str]:
@@ -793,6 +1193,20 @@ def _answer_section(study: optuna.Study, info: StudyInfo) -> list[str]:
     return out
 
 
+def _draw_all(drawings: Mapping[str, Any], out: Path) -> list[Path]:
+    """Draw each figure into ``out``; one that cannot be drawn is left out with a warning."""
+    figures = []
+    for filename, draw in drawings.items():
+        try:
+            figures.append(draw(out / filename))
+        except Exception as e:  # noqa: BLE001 - one figure is never worth the report
+            plt.close("all")
+            if (out / filename).is_file():
+                (out / filename).unlink()  # a half-written figure
+            _warn(f"figure {filename} not drawn: {_first_line(e)}")
+    return figures
+
+
 def write_report(
     study: optuna.Study,
     out_dir: str | Path,
@@ -820,6 +1234,9 @@ def write_report(
         "epochs_vs_params.png": lambda path: plot_epochs_vs_params(
             epochs_vs_params(df, info["max_epochs"]), info["max_epochs"], f"{name}: epochs to {goal} vs. model size", path
         ),
+        "pareto.png": lambda path: plot_pareto(
+            [(name, pareto_table(study, info["confirm_seeds"]))], f"{name}: Pareto front, epochs to {goal}", path
+        ),
         "importances.png": lambda path: plot_importances(
             importances(study),
             f"{name}: parameter importances",
@@ -831,15 +1248,7 @@ def write_report(
             confirmation_table(study, info), info["max_epochs"], f"{name}: epochs to {goal} over seeds", path
         ),
     }
-    figures = []
-    for filename, draw in drawings.items():
-        try:
-            figures.append(draw(out / filename))
-        except Exception as e:  # noqa: BLE001 - one figure is never worth the report
-            plt.close("all")
-            if (out / filename).is_file():
-                (out / filename).unlink()  # a half-written figure
-            _warn(f"figure {filename} not drawn: {_first_line(e)}")
+    figures = _draw_all(drawings, out)
     test = None
     try:
         best = study.best_trial
@@ -851,3 +1260,179 @@ def write_report(
     (out / "summary.md").write_text(summary_markdown(study, info, df, test, [str(f) for f in figures]), encoding="utf-8")
     (out / "counts.json").write_text(json.dumps(counts(df), indent=2) + "\n", encoding="utf-8")
     return {"rows": len(df), "figures": figures, "test": test, "dir": out}
+
+
+# --------------------------------------------------------------------------------------------
+# Several studies side by side
+
+
+def _families(study: optuna.Study) -> str:
+    found = {t.user_attrs.get("family") for t in study.get_trials(deepcopy=False)}
+    return ", ".join(sorted(_label(f) for f in found if isinstance(f, str))) or "?"
+
+
+ANSWER_COLUMNS = [
+    "study",
+    "family",
+    "monitor",
+    "target",
+    "max_epochs",
+    "data",
+    "trials",
+    "reached",
+    "answer_trial",
+    "answer_epochs",
+    "answer_runs",
+    "answer_min",
+    "answer_max",
+    "n_params",
+    "seconds_to_target",
+    "best_trial",
+    "best_epochs",
+]
+
+
+def _data_line(info: StudyInfo) -> str:
+    """``fashion_mnist, 6000 training images``: what the epochs and seconds were spent on."""
+    size = info["data"].get("train_size")
+    shown = f"{size} training images" if _is_number(size) and size > 0 else "all training images"
+    return f"{_label(info['dataset'], 40)}, {shown}"
+
+
+def answers_table(studies: Sequence[optuna.Study], fronts: Sequence[pd.DataFrame] | None = None) -> pd.DataFrame:
+    """One row per study: its objective, its confirmed answer (median epochs over seeds, range,
+    parameters, median seconds to target; empty when none is confirmed) and its fastest single trial.
+    ``fronts``: each study's :func:`pareto_table`, when already made."""
+    rows = []
+    for i, study in enumerate(studies):
+        info = study_info(study)
+        df = trials_frame(study, info["monitor"])
+        table = fronts[i] if fronts is not None else pareto_table(study, info["confirm_seeds"])
+        answer = table[table["answer"]]
+        a = answer.iloc[0] if len(answer) else None
+        reached = df[df["reached_target"].fillna(False).astype(bool)]
+        best = reached.sort_values(["epochs_to_target", "number"]).iloc[0] if len(reached) else None
+        rows.append(
+            {
+                "study": study.study_name,
+                "family": _families(study),
+                "monitor": info["monitor"],
+                "target": info["target"],
+                "max_epochs": info["max_epochs"],
+                "data": _data_line(info),
+                "trials": len(df),
+                "reached": len(reached),
+                "answer_trial": None if a is None else int(a["trial"]),
+                "answer_epochs": None if a is None else float(a["epochs"]),
+                "answer_runs": None if a is None else int(a["runs"]),
+                "answer_min": None if a is None else float(a["epochs_min"]),
+                "answer_max": None if a is None else float(a["epochs_max"]),
+                "n_params": None if a is None or math.isnan(a["n_params"]) else int(a["n_params"]),
+                "seconds_to_target": None if a is None or math.isnan(a["seconds_to_target"]) else float(a["seconds_to_target"]),
+                "best_trial": None if best is None else int(best["number"]),
+                "best_epochs": None if best is None else float(best["epochs_to_target"]),
+            }
+        )
+    return pd.DataFrame(rows, columns=ANSWER_COLUMNS)
+
+
+def comparison_markdown(
+    studies: Sequence[optuna.Study], answers: pd.DataFrame, fronts: Sequence[pd.DataFrame], figures: Sequence[str] = ()
+) -> str:
+    """The comparison's summary: a table of answers (:func:`answers_table`), one row per study, then
+    each study's Pareto front (``fronts``, from :func:`pareto_table`)."""
+
+    def num(v: Any, fmt: str = "g") -> str:
+        return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, fmt)
+
+    rows = []
+    for r in answers.itertuples():
+        objective = f"{r.monitor} >= {r.target:g} within {r.max_epochs} epochs; {r.data}"
+        if r.answer_trial is None or pd.isna(r.answer_trial):
+            answer, runs = "no confirmed answer", "-"
+        else:
+            answer = f"{num(r.answer_epochs)} (trial {int(r.answer_trial)})"
+            runs = f"{int(r.answer_runs)} runs, {num(r.answer_min)}-{num(r.answer_max)}"
+        best = "not reached" if pd.isna(r.best_trial) else f"{num(r.best_epochs)} (trial {int(r.best_trial)})"
+        rows.append(
+            [
+                r.study,
+                r.family,
+                objective,
+                f"{r.reached} of {r.trials}",
+                answer,
+                runs,
+                num(r.n_params, ",.0f"),
+                num(r.seconds_to_target, ".1f"),
+                best,
+            ]
+        )
+    header = [
+        "study",
+        "family",
+        "objective",
+        "trials reached",
+        "answer: median epochs",
+        "over seeds",
+        "parameters",
+        "seconds to target",
+        "best single trial",
+    ]
+    out = [
+        "# Comparing studies " + ", ".join(md_code(s.study_name) for s in studies),
+        "",
+        "Each study's confirmed answer: the configuration with the lowest median epochs to its target over "
+        "several seeds (parameters and the median seconds to target of its runs), beside the fastest single trial "
+        "(its seed may have been lucky).",
+        "",
+        _md_table(header, rows),
+        "",
+    ]
+    for study, table in zip(studies, fronts, strict=True):
+        out += pareto_section(table, f"## Pareto front of {md_code(study.study_name)}")
+    if figures:
+        out += ["## Figures", ""] + [f"![{Path(f).stem}]({Path(f).name})" for f in figures] + [""]
+    return "\n".join(out)
+
+
+def _front_or_none(study: optuna.Study, info: StudyInfo) -> pd.DataFrame:
+    """The study's :func:`pareto_table`; trials it cannot use leave it empty, with a warning."""
+    try:
+        return pareto_table(study, info["confirm_seeds"])
+    except Exception as e:  # noqa: BLE001
+        _warn(f"study {printable(study.study_name)!r}: no Pareto front or answer from the stored trials ({_first_line(e)})")
+        return pd.DataFrame(columns=PARETO_COLUMNS).astype({"answer": bool, "front_params": bool, "front_seconds": bool})
+
+
+def write_comparison(studies: Sequence[optuna.Study], out_dir: str | Path) -> dict[str, Any]:
+    """Write ``summary.md`` (a table of answers, one row per study, and each study's Pareto front),
+    ``answers.csv`` and the figures ``history.png`` and ``pareto.png``, which draw every study in
+    its own colour and marker, into ``out_dir``; return what was written."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    infos = [study_info(s) for s in studies]
+    fronts = [_front_or_none(s, i) for s, i in zip(studies, infos, strict=True)]
+    answers = answers_table(studies, fronts)
+    answers.to_csv(out / "answers.csv", index=False)
+    labels = [
+        f"{_label(s.study_name, 40)} ({_label(i['monitor'], 20)} >= {i['target']:g})" for s, i in zip(studies, infos, strict=True)
+    ]
+    names = " vs. ".join(_label(s.study_name, 40) for s in studies)
+    drawings = {
+        "history.png": lambda path: plot_histories(
+            [
+                (label, optimization_history(trials_frame(s, i["monitor"])), i["max_epochs"])
+                for label, s, i in zip(labels, studies, infos, strict=True)
+            ],
+            f"optimization history: {names}",
+            path,
+        ),
+        "pareto.png": lambda path: plot_pareto(
+            list(zip(labels, fronts, strict=True)),
+            f"Pareto fronts: {names}",
+            path,
+        ),
+    }
+    figures = _draw_all(drawings, out)
+    (out / "summary.md").write_text(comparison_markdown(studies, answers, fronts, [str(f) for f in figures]), encoding="utf-8")
+    return {"rows": len(answers), "figures": figures, "dir": out}

@@ -232,7 +232,7 @@ def test_report_default_folder_is_one_folder_inside_reports(hostile: dict, tmp_p
         assert out.returncode == 0, (name, out.stderr[-2000:])
         assert out.stderr == "" and terminal_safe(out.stdout)
         folder = folder_name(name)
-        assert out.stdout.startswith(f"reports/{folder}: trials.csv (1 rows), summary.md, 5 figures")
+        assert out.stdout.startswith(f"reports/{folder}: trials.csv (1 rows), summary.md, 6 figures")
         written = files_under(tmp_path / "reports" / folder)
         assert {"trials.csv", "summary.md", "history.png", "best_curves.png"} <= written
         summary = (tmp_path / "reports" / folder / "summary.md").read_text()

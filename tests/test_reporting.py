@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -218,7 +219,7 @@ def test_report_of_a_study_without_completed_trials(tmp_path):
     t = study.ask()
     study.tell(t, state=TrialState.FAIL)
     done = write_report(study, tmp_path / "out")
-    assert done["rows"] == 1 and len(done["figures"]) == 5 and done["test"] is None
+    assert done["rows"] == 1 and len(done["figures"]) == 6 and done["test"] is None
     assert "No completed trial yet." in (tmp_path / "out" / "summary.md").read_text()
     assert study_info(study)["data"]["train_size"] == 12000
 
@@ -417,10 +418,10 @@ def test_truncated_model_artifact_costs_only_the_test_accuracy(made, tmp_path):
         f"hpo: warning: model artifact '{meta.filename}' of trial {best.number} is unreadable "
         "(truncated or not a .keras file): no test accuracy"
     ]
-    assert f"5 figures; test accuracy not available: model artifact '{meta.filename}'" in proc.stdout
+    assert f"6 figures; test accuracy not available: model artifact '{meta.filename}'" in proc.stdout
     out = tmp_path / "out"
     assert len(pd.read_csv(out / "trials.csv")) == N_TRIALS
-    assert len(list(out.glob("*.png"))) == 5
+    assert len(list(out.glob("*.png"))) == 6
     summary = (out / "summary.md").read_text()
     assert f"Test-set accuracy: not available (model artifact '{meta.filename}' of trial {best.number} is unreadable" in summary
     assert f"Trial {best.number}: value" in summary
@@ -475,7 +476,7 @@ def test_a_damaged_model_artifact_costs_only_the_test_accuracy(fault, made, tmp_
     messages = [str(w.message) for w in caught if issubclass(w.category, ReportWarning)]
     assert len(messages) == 1 and said in messages[0] and f"'{meta.filename}' of trial {best.number}" in messages[0], messages
     assert done["test"][0] is None and said in done["test"][1]
-    assert done["rows"] == N_TRIALS and len(done["figures"]) == 5
+    assert done["rows"] == N_TRIALS and len(done["figures"]) == 6
     assert "Test-set accuracy: not available (model artifact" in (tmp_path / "out" / "summary.md").read_text()
 
 
@@ -501,7 +502,13 @@ def test_a_figure_that_cannot_be_written_costs_only_itself(made, tmp_path):
     (out / "importances.png").mkdir(parents=True)  # the figure's file cannot be written
     with pytest.warns(ReportWarning, match=r"figure importances.png not drawn: IsADirectoryError"):
         done = write_report(_study(made), out)
-    assert [f.name for f in done["figures"]] == ["history.png", "epochs_vs_params.png", "best_curves.png", "confirmation.png"]
+    assert [f.name for f in done["figures"]] == [
+        "history.png",
+        "epochs_vs_params.png",
+        "pareto.png",
+        "best_curves.png",
+        "confirmation.png",
+    ]
     summary = (out / "summary.md").read_text()
     assert "importances" not in summary and "![history](history.png)" in summary
     assert (out / "importances.png").is_dir() and len(pd.read_csv(out / "trials.csv")) == N_TRIALS
@@ -560,3 +567,274 @@ def test_importances_keep_optuna_s_small_study_warnings_off_the_terminal() -> No
         found = importances(study)
     assert seen >= 1 and len(caught) == seen, [str(c.message) for c in caught]
     assert set(found) == {"x", "y"} and abs(sum(found.values()) - 1) < 1e-6
+
+
+# --------------------------------------------------------------------------------------------
+# Figures that answer the question: the Pareto front, stop reasons told apart, legends off the
+# data, several studies compared
+
+FRONT_ARGS = [
+    "quickstart",
+    "--no-progress",
+    "--set",
+    "data.train_size=600",
+    "--set",
+    "objective.max_epochs=3",
+    "--set",
+    "space.dense.layers=1",
+    "--set",
+    "space.dense.units=[16, 32, 64, 128]",
+]
+
+
+@pytest.fixture(scope="module")
+def fronts(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Two studies in one SQLite file, run by the CLI: ``wide`` (8 searched trials and the repeats
+    confirmation enqueues, target 0.70) and ``low`` (3 trials, target 0.65, no confirmation)."""
+    root = tmp_path_factory.mktemp("fronts")
+    url = f"sqlite:///{root / 'f.db'}"
+    for name, extra in (
+        ("wide", ["--n-trials", "8", "--set", "objective.target=0.70", "--set", "study.pruner=none"]),
+        ("low", ["--n-trials", "3", "--set", "objective.target=0.65", "--set", "study.confirm_seeds=0"]),
+    ):
+        proc = run_cli("study", *FRONT_ARGS, "--study-name", name, *extra, "--storage", url, "--no-artifacts")
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    return {"root": root, "url": url}
+
+
+def _front_study(fronts: dict, name: str = "wide") -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=make_storage(fronts["url"], mode="read"))
+
+
+def test_pareto_table_is_the_non_dominated_set_of_the_configurations(fronts):
+    """One row per configuration that reached the target (a trial and its repeats), its epochs the
+    median over its runs; the fronts are what Optuna's own multi-objective ``best_trials`` finds."""
+    import statistics
+
+    from hpo.reporting import pareto_table
+
+    study = _front_study(fronts)
+    table = pareto_table(study, study_info(study)["confirm_seeds"])
+    trials = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    groups: dict[int, list] = {}
+    for t in trials:
+        if t.user_attrs.get("stop_reason") != "dropped":
+            groups.setdefault(t.user_attrs.get("repeat_of", t.number), []).append(t)
+    expected = {}
+    for root, runs in groups.items():
+        epochs = [t.user_attrs["epochs_to_target"] for t in runs]
+        median = statistics.median(math.inf if e is None else e for e in epochs)
+        if math.isfinite(median):
+            expected[root] = (median, runs[0].user_attrs["n_params"])
+    assert len(expected) >= 3, "the study should give a front to test"
+    assert set(table["trial"]) == set(expected)
+    for r in table.itertuples():
+        assert (r.epochs, r.n_params) == expected[r.trial]
+        assert r.seconds_to_target > 0 and r.runs == len(groups[r.trial])
+    assert (table["runs"] > 1).any(), "confirmation should have repeated a configuration"
+
+    for x, column in (("n_params", "front_params"), ("seconds_to_target", "front_seconds")):
+        oracle = optuna.create_study(directions=["minimize", "minimize"])
+        for r in table.itertuples():
+            oracle.add_trial(optuna.trial.create_trial(values=[r.epochs, getattr(r, x)], user_attrs={"configuration": r.trial}))
+        front = {t.user_attrs["configuration"] for t in oracle.best_trials}
+        assert set(table.loc[table[column], "trial"]) == front, column
+
+
+def test_report_lists_the_front_and_draws_the_pareto_figure(fronts, tmp_path):
+    from hpo.reporting import pareto_table
+
+    out = tmp_path / "r"
+    proc = run_cli("report", "wide", "--storage", fronts["url"], "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "6 figures" in proc.stdout
+    study = _front_study(fronts)
+    table = pareto_table(study, study_info(study)["confirm_seeds"])
+    summary = (out / "summary.md").read_text()
+    section = summary.split("## Pareto front")[1].split("\n## ")[0]
+    listed = [
+        int(line.split("|")[1]) for line in section.splitlines() if line.startswith("| ") and not line.startswith("| trial")
+    ]
+    assert sorted(listed) == sorted(table.loc[table["front_params"] | table["front_seconds"], "trial"])
+    assert f"of the {len(table)} configurations that reached the target are non-dominated" in section
+    assert "![pareto](pareto.png)" in summary
+    image = _image(out / "pareto.png")
+    assert image.shape[1] >= 1000 and image.std() > 0.05  # two panels, drawn
+    csv = pd.read_csv(out / "trials.csv")
+    reached = csv[csv["reached_target"]]
+    for column in ("best_val_accuracy", "seconds_to_target"):
+        assert reached[column].notna().all() and (reached[column] > 0).all(), column
+    split = csv[csv["epochs"] > 1]  # one epoch alone cannot be split into compilation and a steady epoch
+    for column in ("seconds_per_epoch", "compile_seconds"):
+        assert split[column].notna().all() and (split[column] >= 0).all() and csv[column].notna().any(), column
+    assert set(csv["repeat_of"].dropna().astype(int)) <= set(csv["number"])
+
+
+def _image(path: Path):
+    return matplotlib.image.imread(path)
+
+
+def test_report_of_several_studies_is_one_comparison(fronts, tmp_path):
+    db = Path(fronts["url"].removeprefix("sqlite:///"))
+    before = db.read_bytes()
+    out = tmp_path / "cmp"
+    proc = run_cli("report", "wide", "low", "--storage", fronts["url"], "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == f"{out}: summary.md and answers.csv (2 studies), 2 figures"
+    assert sorted(p.name for p in out.iterdir()) == ["answers.csv", "history.png", "pareto.png", "summary.md"]
+    summary = (out / "summary.md").read_text()
+    table = [line for line in summary.split("\n\n")[2].splitlines() if line.startswith("| ")]
+    assert len(table) == 3 and table[1].startswith("| wide | dense | val_accuracy \\>= 0.7 within 3 epochs")
+    assert table[2].startswith("| low | dense | val_accuracy \\>= 0.65 within 3 epochs")
+    assert "## Pareto front of `wide`" in summary and "## Pareto front of `low`" in summary
+    answers = pd.read_csv(out / "answers.csv")
+    assert list(answers["study"]) == ["wide", "low"] and list(answers["trials"]) == [
+        len(_front_study(fronts, n).trials) for n in ("wide", "low")
+    ]
+    wide = _front_study(fronts)
+    assert answers["answer_epochs"][0] == wide.user_attrs["answer"]["median"]
+    assert pd.isna(answers["answer_epochs"][1])  # no confirmation: no confirmed answer
+    for f in ("history.png", "pareto.png"):
+        assert _image(out / f).std() > 0.05
+    assert db.read_bytes() == before  # reading never writes
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["wide", "nope"], "hpo: error: no study named 'nope' in this storage; studies: low, wide"),
+        (["wide", "low", "wide"], "hpo: error: study 'wide' is named twice: compare different studies"),
+        (["wide", "low", "--top", "2"], "hpo: error: --top applies to the report of one study, not to a comparison of 2"),
+    ],
+)
+def test_a_bad_comparison_is_one_line_and_writes_nothing(fronts, tmp_path, args, said):
+    db = Path(fronts["url"].removeprefix("sqlite:///"))
+    before = db.read_bytes()
+    proc = run_cli("report", *args, "--storage", fronts["url"], "--out", str(tmp_path / "cmp"))
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [said]
+    assert not (tmp_path / "cmp").exists() and db.read_bytes() == before
+
+
+def _recorded_figures(monkeypatch) -> list:
+    """Figures as they are saved, kept for inspection, each with ``layout``: where its points,
+    legends and axes are on the saved image (display coordinates, final once it is drawn)."""
+    import matplotlib.figure
+
+    seen: list = []
+    save = matplotlib.figure.Figure.savefig
+
+    def recording(fig, *args, **kwargs):
+        save(fig, *args, **kwargs)
+        renderer = fig.canvas.get_renderer()
+        fig.layout = {
+            "points": _data_points(fig),
+            "legends": [legend.get_window_extent(renderer) for legend in _legends(fig)],
+            "axes": [ax.get_window_extent(renderer) for ax in fig.axes if ax.get_visible() and ax.axison],
+        }
+        seen.append(fig)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", recording)
+    return seen
+
+
+def _data_points(fig) -> list[tuple[float, float]]:
+    """Display coordinates of every plotted point: scatter offsets and line vertices."""
+    import numpy as np
+
+    points = []
+    for ax in fig.axes:
+        for c in ax.collections:
+            offsets = np.asarray(c.get_offsets(), dtype=float)
+            if offsets.size:
+                points += [tuple(p) for p in c.get_offset_transform().transform(offsets)]
+        for line in ax.lines:
+            xy = np.asarray(line.get_xydata(), dtype=float)
+            if len(xy) and line.get_transform().is_affine is not None:
+                points += [tuple(p) for p in line.get_transform().transform(xy)]
+    return [p for p in points if all(map(math.isfinite, p))]
+
+
+def _legends(fig) -> list:
+    return [*fig.legends, *(ax.get_legend() for ax in fig.axes if ax.get_legend() is not None)]
+
+
+def test_legends_cover_no_data(fronts, tmp_path, monkeypatch):
+    """In every figure of a report and a comparison, no plotted point lies under a legend, and
+    no legend lies over an axes' plotting area."""
+    figures = _recorded_figures(monkeypatch)
+    study = _front_study(fronts)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ReportWarning)
+        write_report(study, tmp_path / "one")
+        from hpo.reporting import write_comparison
+
+        write_comparison([study, _front_study(fronts, "low")], tmp_path / "two")
+    assert len(figures) == 8
+    checked = 0
+    for fig in figures:
+        points = fig.layout["points"]
+        assert points or not fig.layout["legends"], fig.axes[0].get_title()
+        for box in fig.layout["legends"]:
+            under = [p for p in points if box.x0 <= p[0] <= box.x1 and box.y0 <= p[1] <= box.y1]
+            assert not under, (fig.axes[0].get_title(), box, under[:3])
+            for axes in fig.layout["axes"]:
+                assert not box.overlaps(axes), (fig.axes[0].get_title(), box, axes)
+            checked += 1
+    assert checked >= 6
+
+
+def test_stop_reasons_are_told_apart_and_best_curves_share_scales(fronts, tmp_path, monkeypatch):
+    """Pruned, capped, out-of-epochs, dropped and diverged trials (added to a copy of a real study)
+    each get their own legend entry and marker in ``epochs_vs_params.png``; each best curve that
+    reached the target has a marker there; the panels of ``best_curves.png`` share their scales."""
+    import numpy as np
+
+    from hpo.reporting import STOP_CATEGORIES
+
+    shutil.copy(Path(fronts["url"].removeprefix("sqlite:///")), tmp_path / "f.db")
+    study = optuna.load_study(study_name="wide", storage=f"sqlite:///{tmp_path / 'f.db'}")
+    template = next(t for t in study.trials if t.user_attrs.get("stop_reason") == "target")
+    for reason in ("pruned", "capped", "dropped", "max_epochs", "nan"):
+        attrs = {**template.user_attrs, "stop_reason": reason, "epochs_to_target": None, "reached_target": False}
+        attrs.pop("repeat_of", None)
+        state = TrialState.COMPLETE if reason in ("max_epochs", "nan") else TrialState.PRUNED
+        study.add_trial(
+            optuna.trial.create_trial(
+                state=state,
+                value=4.2 if state == TrialState.COMPLETE else None,
+                intermediate_values={0: 4.3},
+                params=template.params,
+                distributions=template.distributions,
+                user_attrs=attrs,
+            )
+        )
+    figures = _recorded_figures(monkeypatch)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ReportWarning)
+        write_report(study, tmp_path / "out")
+    by_title = {fig.axes[0].get_title(): fig for fig in figures}
+    scatter = next(f for t, f in by_title.items() if t.endswith("vs. model size"))
+    handles, labels = scatter.axes[0].get_legend_handles_labels()
+    assert sorted(labels) == sorted(label for label, _, _ in STOP_CATEGORIES.values())
+    markers = {tuple(np.round(h.get_paths()[0].vertices, 3).ravel()) for h in handles}
+    assert len(markers) == len(handles)  # one marker shape per stop reason
+
+    curves = next(f for f in figures if len(f.axes) >= 4 and f.legends)
+    panels = [ax for ax in curves.axes if ax.get_ylabel() == "loss"]
+    twins = [ax for ax in curves.axes if ax.get_ylabel() == "val_accuracy"]
+    assert len(panels) == len(twins) >= 2
+    assert len({ax.get_ylim() for ax in panels}) == 1 and len({ax.get_ylim() for ax in twins}) == 1
+    target = study_info(study)["target"]
+    for panel in panels:
+        twin = next(ax for ax in twins if ax.bbox.bounds == panel.bbox.bounds)
+        stars = [line for line in twin.lines if line.get_label() == "target reached"]
+        monitored = next(line for line in twin.lines if line.get_label() == "val_accuracy")
+        trial = study.trials[int(panel.get_title().split(":")[0].split()[1])]  # "trial N: ..."
+        ett = trial.user_attrs["epochs_to_target"]
+        if ett is None:
+            assert not stars
+            continue
+        (x,), (y,) = stars[0].get_data()
+        assert x == ett and y >= target
+        assert y == dict(zip(*monitored.get_data(), strict=True))[x]
