@@ -67,7 +67,12 @@ class Account:
         repeats = self.ran - self.searched
         ran = f"{self.ran} run" + (f" ({self.searched} searched + {repeats} repeats)" if repeats else "")
         where = f" in {self.processes} processes" if self.processes > 1 else ""
-        return f"{asked} trials asked, {ran} in {self.seconds:.1f} s{where}"
+        return f"{asked} {plural(asked, 'trial')} asked, {ran} in {self.seconds:.1f} s{where}"
+
+
+def plural(n: Any, noun: str) -> str:
+    """``noun`` for one, else ``noun + "s"`` (``n`` a number or its text)."""
+    return noun if str(n) == "1" else noun + "s"
 
 
 def write_account(account: Account) -> None:
@@ -258,9 +263,9 @@ def summary(study: Any, cfg: Any, account: Account | None = None, trials: Iterab
     reached = [t for t in finished if t.user_attrs.get("reached_target")]
     count = {s: sum(t.state == s for t in trials) for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
     obj = cfg.objective
-    head = f"{account.trials_line()}; " if account is not None else ""
-    lines = [
-        f"{head}study {study.study_name!r} holds {len(trials)}: "
+    lines = [account.trials_line()] if account is not None else []
+    lines += [
+        f"study {study.study_name!r} holds {len(trials)}: "
         f"{len(reached)} reached {obj.monitor} >= {obj.target}, {count[TrialState.COMPLETE]} complete, "
         f"{count[TrialState.PRUNED]} pruned, {count[TrialState.FAIL]} failed"
     ]
@@ -295,6 +300,6 @@ def summary(study: Any, cfg: Any, account: Account | None = None, trials: Iterab
     if cost["repeats"]:
         lines.append(
             f"confirmation: {cost['repeats']} repeats ({cost['dropped']} dropped), {cost['repeat_epochs']:g} "
-            f"of {cost['epochs']:g} training epochs; {cost['capped']} trials capped"
+            f"of {cost['epochs']:g} training epochs; {cost['capped']} {plural(cost['capped'], 'trial')} capped"
         )
     return _lines(lines)

@@ -232,6 +232,20 @@ def make_study_storage(url: str, cfg: Any) -> Any:
     return make_storage(url, heartbeat_interval=s.heartbeat_interval, grace_period=s.grace_period, max_retry=s.max_retries)
 
 
+@contextlib.contextmanager
+def _optuna_quiet(quiet: bool) -> Iterator[None]:
+    """Optuna's INFO lines off for the block (with ``quiet``), its verbosity restored after."""
+    import optuna
+
+    before = optuna.logging.get_verbosity()
+    if quiet:
+        optuna.logging.set_verbosity(max(before, optuna.logging.WARNING))
+    try:
+        yield
+    finally:
+        optuna.logging.set_verbosity(before)
+
+
 def run_worker(
     cfg: Any,
     url: str,
@@ -263,7 +277,8 @@ def run_worker(
     check_builder(cfg, split.image_shape, split.n_classes, threads=spec.threads)
     signals.checkpoint()
     storage = make_study_storage(url, cfg)
-    study = open_study(cfg, storage, spec.study_name, artifact_dir=artifact_folder(url, spec.artifact_dir))
+    with _optuna_quiet(not spec.verbose):  # its "A new study created" line: the banner says which study
+        study = open_study(cfg, storage, spec.study_name, artifact_dir=artifact_folder(url, spec.artifact_dir))
     if split.classes is not None and "classes" not in study.user_attrs:
         study.set_user_attr("classes", list(split.classes))  # class i of the model is the user's label classes[i]
     signals.checkpoint()

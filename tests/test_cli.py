@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
@@ -115,7 +116,12 @@ def test_a_log_file_gets_one_line_per_trial_and_verbose_adds_optuna_s(tmp_path: 
     assert [line.split(":")[0] for line in lines] == ["trial 0", "trial 1"], out.stdout
     assert all("not reached in 2 epochs (best val_accuracy 0." in line and line.endswith(" s") for line in lines), lines
     assert "\r" not in text and "finished with value" not in text and "units_l0" not in "".join(lines)
+    assert "A new study created" not in text  # Optuna's line; the banner names the study
+    assert re.search(r"^2 trials asked, 2 run in [0-9.]+ s\nstudy 'tiny' holds 2: ", out.stdout, re.M), out.stdout
     verbose = run_cli("study", str(STUDIES / "tiny.toml"), "--storage", url, "--n-trials", "1", "--no-artifacts", "--verbose")
     assert verbose.returncode == 0, verbose.stderr[-3000:]
     assert "Trial 2 finished with value" in verbose.stderr and "units_l0" in verbose.stderr
     assert "trial 2: not reached in 2 epochs" in verbose.stdout
+    assert re.search(r"^1 trial asked, 1 run in ", verbose.stdout, re.M), verbose.stdout
+    new = run_cli("study", str(STUDIES / "tiny.toml"), "--storage", url, "--n-trials", "0", "--study-name", "other", "--verbose")
+    assert new.returncode == 0 and "A new study created in RDB with name: other" in new.stderr, new.stderr[-3000:]

@@ -148,4 +148,4 @@ def test_pip_install_then_hpo_study_quickstart_from_another_folder(tmp_path: Pat
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "study 'quickstart' in sqlite:///studies/hpo.db" in proc.stdout, proc.stdout
-    assert "1 trials asked, 1 run" in proc.stdout and (away / "studies" / "hpo.db").is_file()
+    assert "1 trial asked, 1 run" in proc.stdout and (away / "studies" / "hpo.db").is_file()
