@@ -9,15 +9,17 @@
 # `start` writes /etc/slurm/slurm.conf for this host (its CPUs and memory as `slurmd -C` reports
 # them, proctrack/linuxproc and task/none: no cgroups needed) unless a slurm.conf not written by
 # this script is there; then it only checks that the cluster answers.  A second `start` while the
-# daemons run does nothing.  Spool, state, pid and log files of slurmctld and slurmd go to
-# $HPO_SLURM_STATE (default /var/lib/hpo-slurm); the list of the daemons `start` started is
-# $HPO_SLURM_STATE/started.  Works as root and, through sudo, as any other user.
+# daemons run does nothing (it restarts them when this script's slurm.conf changed).  Spool,
+# state, pid and log files of slurmctld and slurmd go to $HPO_SLURM_STATE (default
+# /var/lib/hpo-slurm); the list of the daemons `start` started is $HPO_SLURM_STATE/started.
+# Works as root and, through sudo, as any other user.
 set -euo pipefail
 
 STATE="${HPO_SLURM_STATE:-/var/lib/hpo-slurm}"
 CONF=/etc/slurm/slurm.conf
 MARK="# Written by hpo scripts/slurm_local.sh: a one-node cluster for tests."
 KILL_WAIT="${HPO_SLURM_KILL_WAIT:-10}" # seconds between Slurm's SIGTERM and SIGKILL
+CRED_EXPIRE=15                         # seconds; a requeued job waits this long (+1) before it runs again
 WAIT_IDLE=60                           # seconds at most for the node to come up idle
 
 SUDO=""
@@ -60,14 +62,15 @@ install_packages() {
   $SUDO apt-get install -y -q "${need[@]}"
 }
 
-write_conf() {
+write_conf() { # (re)writes $CONF; returns 1 when it holds that text already
   local node host
   host="$(hostname -s)"
   # `slurmd -C`: "NodeName=HOST CPUs=2 Boards=1 SocketsPerBoard=1 CoresPerSocket=2 ThreadsPerCore=1 RealMemory=24105"
   node="$(slurmd -C | head -1)"
   [[ "$node" == NodeName=* ]] || die "slurmd -C printed no node line: $node"
-  $SUDO mkdir -p /etc/slurm "$STATE/ctld" "$STATE/d"
-  $SUDO tee "$CONF" >/dev/null <<EOF
+  $SUDO mkdir -p /etc/slurm "$STATE/ctld" "$STATE/d" || die "cannot create /etc/slurm and $STATE"
+  local text
+  text="$(cat <<EOF
 $MARK
 ClusterName=hpo-local
 SlurmctldHost=$host(127.0.0.1)
@@ -92,10 +95,14 @@ ReturnToService=2
 SlurmdTimeout=30
 KillWait=$KILL_WAIT
 MinJobAge=600
+AuthInfo=cred_expire=$CRED_EXPIRE
 MailProg=/bin/true
 $node NodeAddr=127.0.0.1 State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 EOF
+)"
+  [ -f "$CONF" ] && [ "$text" = "$(cat "$CONF")" ] && return 1
+  printf '%s\n' "$text" | $SUDO tee "$CONF" >/dev/null || die "cannot write $CONF"
   say "wrote $CONF: $node"
 }
 
@@ -120,8 +127,16 @@ start_munge() {
 start_daemon() { # start_daemon NAME: slurmctld or slurmd, as root, unless it runs
   pid_alive "$STATE/$1.pid" && return
   say "starting $1"
+  [ "$1" = slurmd ] && SLURMD_SINCE="$(date +%s)"
   $SUDO "/usr/sbin/$1"
   started "$1"
+}
+
+registered() { # the slurmd started at $SLURMD_SINCE has registered (the node's state before may be stale)
+  local since
+  [ -z "${SLURMD_SINCE:-}" ] && return 0
+  since="$(scontrol -o show node "$(hostname -s)" 2>/dev/null | grep -o 'SlurmdStartTime=[^ ]*' | cut -d= -f2)"
+  [ -n "$since" ] && [ "$since" != None ] && [ "$(date -d "$since" +%s)" -ge $((SLURMD_SINCE - 1)) ]
 }
 
 wait_idle() {
@@ -129,7 +144,7 @@ wait_idle() {
   for i in $(seq $((WAIT_IDLE * 2))); do
     state="$(node_state)"
     case "$state" in
-      idle | mix | alloc) return 0 ;;
+      idle | mix | alloc) registered && return 0 ;;
       down* | drain* | drng*) # a node back after a stop: put it into service again
         if [ $((i % 4)) -eq 0 ]; then $SUDO scontrol update nodename="$(hostname -s)" state=resume 2>/dev/null || true; fi ;;
     esac
@@ -145,8 +160,13 @@ cmd_start() {
     ctld_up || die "$CONF was not written by this script and its cluster does not answer; not touching it"
     say "using the existing cluster of $CONF"
   else
-    ours || write_conf
+    local changed=0
+    write_conf && changed=1
     start_munge
+    if [ "$changed" -eq 1 ]; then # restarted: `scontrol reconfigure` leaves some settings (cred_expire) as they were
+      stop_pidfile slurmd "$STATE/slurmd.pid"
+      stop_pidfile slurmctld "$STATE/slurmctld.pid"
+    fi
     start_daemon slurmctld
     for _ in $(seq 40); do ctld_up && break; sleep 0.5; done
     ctld_up || die "slurmctld does not answer (see $STATE/slurmctld.log)"
