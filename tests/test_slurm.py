@@ -10,10 +10,13 @@ The tests skip with a reason when Slurm does not answer, and fail under
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -128,10 +131,11 @@ def held_trials(gate: Path, n: int) -> list[int]:
     return wait_for(arrived, 300, f"{n} trials at the gate")
 
 
-def assert_accounted_for(study, interrupted: list[int]) -> dict[int, object]:
+def assert_accounted_for(study, interrupted: list[int], stop_reason: str | None = "interrupted") -> dict[int, object]:
     """Numbers 0..n-1, nothing RUNNING or WAITING, FAIL exactly the ``interrupted`` trials, each
     re-run once with its parameters (returned: interrupted number -> its retry), and every
-    finished trial with all its user attributes."""
+    finished trial with all its user attributes.  ``stop_reason``: the interrupted trials' (None:
+    killed, they recorded none)."""
     trials = study.get_trials(deepcopy=False)
     assert sorted(t.number for t in trials) == list(range(len(trials)))
     assert sorted(t.number for t in trials if t.state == TrialState.FAIL) == sorted(interrupted)
@@ -144,7 +148,7 @@ def assert_accounted_for(study, interrupted: list[int]) -> dict[int, object]:
     assert sorted(retries) == sorted(interrupted)
     for number, retry in retries.items():
         assert retry.params == trials[number].params
-        assert trials[number].user_attrs["stop_reason"] == "interrupted"
+        assert trials[number].user_attrs.get("stop_reason") == stop_reason
     return retries
 
 
@@ -243,6 +247,31 @@ def test_a_cancelled_task_s_trial_is_failed_and_rerun_by_another_task(jobs, tmp_
     assert retries[victim].user_attrs["slurm_job"] == f"{job}_0"  # the surviving task re-ran it
     assert retries[victim].number in trials_in_log(jobs.log(job, 0))
     assert len(load(jobs.storage).trials) == 3  # task 0's two trials and the interrupted one
+
+
+def test_a_task_killed_without_sigterm_leaves_its_trial_to_the_grace_period(jobs, tmp_path):
+    """SIGKILL only (the OOM killer, a lost node): the trial stays RUNNING until its heartbeat is
+    older than study.grace_period; the surviving task's next trial fails it and re-runs it.
+    (``scancel --signal=KILL`` is no such test: Slurm cancels the job, SIGTERM first.)"""
+    python, gate = held_python(tmp_path)
+    heartbeat = ("--set", "study.heartbeat_interval=1", "--set", "study.grace_period=3")
+    job = jobs.submit("0-1", "--n-trials", "2", "--set", "objective.max_epochs=2", *heartbeat, "--no-artifacts", python=python)
+    held_trials(gate, 2)
+    running = load(jobs.storage).get_trials(states=(TrialState.RUNNING,))
+    victim = next(t for t in running if t.user_attrs["slurm_job"] == f"{job}_1")
+
+    os.kill(int(victim.user_attrs["worker"].rsplit(":", 1)[1]), signal.SIGKILL)  # the task's worker process
+    task = wait_for(lambda: jobs.tasks(job)["1"] if jobs.tasks(job)["1"]["JobState"] in ENDED else None, 120, "task 1 ended")
+    assert (task["JobState"], task["ExitCode"]) == ("FAILED", "0:9")
+    assert load(jobs.storage).trials[victim.number].state == TrialState.RUNNING  # nobody has noticed yet
+    time.sleep(4)  # > grace period
+    (gate / "release").touch()
+    tasks = jobs.wait(job, 2)
+    assert (tasks["0"]["JobState"], tasks["0"]["ExitCode"]) == ("COMPLETED", "0:0")
+    study = load(jobs.storage)
+    retries = assert_accounted_for(study, [victim.number], stop_reason=None)
+    assert retries[victim.number].user_attrs["slurm_job"] == f"{job}_0"  # the surviving task re-ran it
+    assert len(study.trials) == 3
 
 
 def test_a_requeued_task_reruns_its_interrupted_trial(jobs, tmp_path):
