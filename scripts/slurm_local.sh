@@ -59,7 +59,7 @@ install_packages() {
   [ ${#need[@]} -eq 0 ] && return
   say "apt-get install ${need[*]}"
   $SUDO apt-get update -q
-  $SUDO apt-get install -y -q "${need[@]}"
+  $SUDO apt-get install -y -q --no-install-recommends "${need[@]}"
 }
 
 write_conf() { # (re)writes $CONF; returns 1 when it holds that text already
