@@ -1,7 +1,8 @@
 """``hpo.slurm`` (what a worker reads from a Slurm job's environment), and
 ``scripts/slurm_array.sbatch`` run on a real Slurm cluster (``scripts/slurm_local.sh start``
 makes a one-node one here): array tasks sharing one PostgreSQL study, a task cancelled with
-``scancel`` and one requeued with ``scontrol requeue`` while they run a trial.
+``scancel``, one requeued with ``scontrol requeue`` and one whose worker gets SIGKILL alone,
+while they run a trial.
 
 The tests skip with a reason when Slurm does not answer, and fail under
 ``HPO_REQUIRE_SERVICES=1`` (``.ci/run``, which starts the cluster).  Trials are tiny
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -94,8 +96,9 @@ class Jobs:
 
         return wait_for(ended, timeout, f"the tasks of job {job} to end")
 
-    def log(self, job: str, task: int) -> str:
-        return (self.folder / "hpo-logs" / f"{job}_{task}.log").read_text()
+    def log(self, job: str, task: int | str) -> str:
+        path = self.folder / "hpo-logs" / f"{job}_{task}.log"
+        return path.read_text() if path.exists() else f"(no {path.name})"
 
     def cancel_all(self) -> None:
         if self.ids:
@@ -116,15 +119,21 @@ def held_python(folder: Path) -> tuple[str, Path]:
     gate = folder / "gate"
     gate.mkdir()
     path = folder / "held-python"
-    path.write_text(HELD_PYTHON.format(python=sys.executable, held=REPO / "tests" / "held_worker.py", gate=gate))
+    paths = {"python": sys.executable, "held": REPO / "tests" / "held_worker.py", "gate": gate}
+    path.write_text(HELD_PYTHON.format(**{k: shlex.quote(str(v)) for k, v in paths.items()}))
     path.chmod(0o755)
     return str(path), gate
 
 
-def held_trials(gate: Path, n: int) -> list[int]:
-    """The numbers of the first ``n`` trials waiting at the gate."""
+def held_trials(jobs: Jobs, job: str, gate: Path, n: int) -> list[int]:
+    """The numbers of the first ``n`` trials waiting at the gate (fails if a task ends first)."""
 
     def arrived():
+        for task, fields in jobs.tasks(job).items():
+            if fields["JobState"] in ENDED:
+                pytest.fail(
+                    f"task {job}_{task} ended ({fields['JobState']}) before {n} trials were at the gate: {jobs.log(job, task)[-2000:]}"
+                )
         numbers = sorted(int(p.name.split("-")[1]) for p in gate.glob("running-*"))
         return numbers[:n] if len(numbers) >= n else None
 
@@ -227,7 +236,7 @@ def test_three_array_tasks_share_one_postgresql_study(jobs):
 def test_a_cancelled_task_s_trial_is_failed_and_rerun_by_another_task(jobs, tmp_path):
     python, gate = held_python(tmp_path)
     job = jobs.submit("0-1", "--n-trials", "2", "--set", "objective.max_epochs=2", "--no-artifacts", python=python)
-    held = held_trials(gate, 2)  # each task's first trial is RUNNING, its first epoch reported
+    held = held_trials(jobs, job, gate, 2)  # each task's first trial is RUNNING, its first epoch reported
     study = load(jobs.storage)
     task_of = {t.number: t.user_attrs["slurm_job"] for t in study.get_trials(states=(TrialState.RUNNING,))}
     assert sorted(task_of) == held and sorted(task_of.values()) == [f"{job}_0", f"{job}_1"]
@@ -256,7 +265,7 @@ def test_a_task_killed_without_sigterm_leaves_its_trial_to_the_grace_period(jobs
     python, gate = held_python(tmp_path)
     heartbeat = ("--set", "study.heartbeat_interval=1", "--set", "study.grace_period=3")
     job = jobs.submit("0-1", "--n-trials", "2", "--set", "objective.max_epochs=2", *heartbeat, "--no-artifacts", python=python)
-    held_trials(gate, 2)
+    held_trials(jobs, job, gate, 2)
     running = load(jobs.storage).get_trials(states=(TrialState.RUNNING,))
     victim = next(t for t in running if t.user_attrs["slurm_job"] == f"{job}_1")
 
@@ -277,7 +286,7 @@ def test_a_task_killed_without_sigterm_leaves_its_trial_to_the_grace_period(jobs
 def test_a_requeued_task_reruns_its_interrupted_trial(jobs, tmp_path):
     python, gate = held_python(tmp_path)
     job = jobs.submit("0", "--n-trials", "2", "--set", "objective.max_epochs=2", "--no-artifacts", python=python)
-    [victim] = held_trials(gate, 1)
+    [victim] = held_trials(jobs, job, gate, 1)
     first_worker = load(jobs.storage).trials[victim].user_attrs["worker"]
 
     subprocess.run(["scontrol", "requeue", f"{job}_0"], check=True, timeout=60)
