@@ -19,6 +19,7 @@ from typing import Any, NoReturn
 
 from hpo.account import ACCOUNT_ENV, ACCOUNT_FILE_ENV, Account, Progress, best_text, summary
 from hpo.errors import EXIT_FAILED, EXIT_OK, HpoError
+from hpo.slurm import allocated_cpus
 from hpo.worker import Terminated, WorkerResult, WorkerSpec, check_builder, check_spec, make_study_storage, rss_mb
 
 __all__ = ["recycle", "run_workers", "shares", "worker_argv"]
@@ -89,6 +90,10 @@ def shares(total: int | None, workers: int) -> list[int | None]:
 
 
 def cpu_count() -> int:
+    """CPUs this process may use: a Slurm task's allocation, else its affinity mask."""
+    allocated = allocated_cpus()
+    if allocated is not None:
+        return allocated
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux

@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, NoReturn
 
+from hpo import slurm
 from hpo.account import ACCOUNT_FILE_ENV, Account, Progress, summary, write_account
 from hpo.errors import EXIT_FAILED, EXIT_FAILURES, EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED, HpoError
 
@@ -224,6 +225,12 @@ def check_builder(cfg: Any, input_shape: tuple[int, ...], n_classes: int, *, thr
     check(cfg, input_shape, n_classes)
 
 
+def _threads_text(threads: int | None) -> str:
+    if threads is None:
+        return ""  # TensorFlow's default: every core it sees
+    return f" x {threads} CPU thread{'s' if threads > 1 else ''}"
+
+
 def make_study_storage(url: str, cfg: Any) -> Any:
     """The storage with the study file's heartbeat and retry settings."""
     from hpo.storage import make_storage
@@ -267,6 +274,8 @@ def run_worker(
     n_trials = spec.n_trials if spec.n_trials is not None else cfg.study.n_trials
     timeout = spec.timeout if spec.timeout is not None else cfg.study.timeout
     account = account if account is not None else Account(asked=n_trials)
+    if spec.threads is None and slurm.allocated_cpus() is not None:
+        spec = dataclasses.replace(spec, threads=slurm.allocated_cpus())  # the task's CPUs, not the node's
     # Start-up (data, study, TensorFlow) holds signals and checks for them between its steps: an
     # exception raised by the handler anywhere could land in a finalizer, where Python prints
     # "Exception ignored" and drops it.
@@ -326,9 +335,11 @@ def run_worker(
         print(
             f"study {study.study_name!r} in {mask_url(url)}: {data_name(cfg.data)} ({len(split.x_train)} train / "
             f"{len(split.x_val)} validation), {cfg.objective.monitor} >= {cfg.objective.target} "
-            f"within {cfg.objective.max_epochs} epochs; running {asked} trials",
+            f"within {cfg.objective.max_epochs} epochs; running {asked} trials{_threads_text(spec.threads)}",
             flush=True,
         )
+        if slurm.describe() is not None:
+            print(f"{slurm.describe()}: trials record it in user attribute {SLURM_ATTR!r}", flush=True)
         for note in split.notes:
             print(f"hpo: note: {note}", flush=True)
         account.banner = True
@@ -664,16 +675,21 @@ def _failed_by_another_worker(study: Any, trial: Any, error: BaseException) -> b
 
 
 WORKER_ATTR = "worker"  # user attr: HOST:PID of the process that ran the trial
+SLURM_ATTR = "slurm_job"  # user attr: JOBID_TASKID of the Slurm array task that ran the trial
 
 
 def _tag_worker(objective: Any) -> Any:
-    """Record which process ran each trial (user attr ``worker``), so shared studies can tell."""
+    """Record which process ran each trial (user attr ``worker``), and under Slurm which job or
+    array task (``slurm_job``), so shared studies can tell."""
     import socket
 
     tag = f"{socket.gethostname()}:{os.getpid()}"
+    job = slurm.job_name()
 
     def tagged(trial: Any) -> float:
         trial.set_user_attr(WORKER_ATTR, tag)
+        if job is not None:
+            trial.set_user_attr(SLURM_ATTR, job)
         return objective(trial)
 
     return tagged

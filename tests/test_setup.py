@@ -113,6 +113,7 @@ def test_the_readme_quickstart_is_this_one_command() -> None:
 
 
 @pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck is not installed (apt-get install shellcheck)")
-def test_shellcheck_finds_nothing() -> None:
-    proc = subprocess.run(["shellcheck", str(SCRIPT)], capture_output=True, text=True)
+@pytest.mark.parametrize("script", ["setup.sh", "slurm_local.sh", "slurm_array.sbatch"])
+def test_shellcheck_finds_nothing(script: str) -> None:
+    proc = subprocess.run(["shellcheck", str(REPO / "scripts" / script)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout

@@ -88,7 +88,8 @@ def add_parser(sub: Any) -> None:
         "--threads",
         type=threads,
         metavar="N",
-        help="CPU threads TensorFlow may use in each worker (default: the machine's cores divided by --workers)",
+        help="CPU threads TensorFlow may use in each worker (default: the machine's cores, in a Slurm job "
+        "SLURM_CPUS_PER_TASK, divided by --workers)",
     )
 
 
