@@ -14,6 +14,9 @@ a request through only when
 :func:`bind` binds the one socket the server uses (no ``SO_REUSEPORT``: a port another server
 holds, a gRPC one included, is refused), :func:`listen` opens it once the dashboard is ready, and
 :func:`serve` serves it, a thread per request, until a signal ends the process.
+
+:class:`OutcomeFirst` shapes what optuna-dashboard shows of each trial: its outcome first among
+the user attributes, and JSON values on one line.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+import json
 import re
 import socket
 import sys
@@ -37,8 +41,10 @@ if TYPE_CHECKING:
     from hpo.worker import Signals
 
 __all__ = [
+    "OUTCOME_FIRST",
     "TOKEN_ENV",
     "Guard",
+    "OutcomeFirst",
     "allowed_names",
     "bind",
     "check_token",
@@ -47,6 +53,7 @@ __all__ = [
     "host_port",
     "listen",
     "loopback",
+    "outcome_first",
     "serve",
     "url_host",
 ]
@@ -58,6 +65,9 @@ _NAME = re.compile(r"(?!-)[a-z0-9_-]{1,63}(?<!-)(?:\.(?!-)[a-z0-9_-]{1,63}(?<!-)
 _HOST_HEADER = re.compile(r"(?:\[(?P<v6>[0-9a-f:.]+)\]|(?P<name>[^:\[\]/\\@\s]+))(?::(?P<port>[0-9]{1,5}))?")
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _MAX_WARNINGS = 10  # distinct refused Host headers reported on stderr
+# A trial's user attributes shown first, in this order ("best_": best_<monitor>); the rest follow.
+OUTCOME_FIRST = ("stop_reason", "epochs_to_target", "best_", "n_params", "seconds", "epochs")
+_STUDY_DETAIL = re.compile(r"/api/studies/[0-9]+")  # optuna-dashboard's study data, trials included
 
 
 def check_token(token: str, source: str) -> str:
@@ -281,6 +291,84 @@ class Guard:
             file=sys.stderr,
             flush=True,
         )
+
+
+def _rank(key: Any) -> int:
+    for i, first in enumerate(OUTCOME_FIRST):
+        if key == first or (first.endswith("_") and isinstance(key, str) and key.startswith(first)):
+            return i
+    return len(OUTCOME_FIRST)
+
+
+def _one_line(value: Any) -> Any:
+    """A JSON object or list as optuna-dashboard shows it (``json.dumps``), without the spaces a
+    table cell wraps at; any other value (a string, a truncated JSON text) as it is."""
+    if not isinstance(value, str) or value[:1] not in ("{", "["):
+        return value
+    try:
+        return json.dumps(json.loads(value), separators=(",", ":"))
+    except ValueError:
+        return value
+
+
+def outcome_first(detail: dict[str, Any]) -> dict[str, Any]:
+    """optuna-dashboard's study data (``GET /api/studies/ID``) with each trial's user attributes,
+    and the trial table's user-attribute columns, in :data:`OUTCOME_FIRST` order, then as stored;
+    JSON values on one line (:func:`_one_line`)."""
+    for key in ("trials", "best_trials"):
+        for trial in detail.get(key) or ():
+            attrs = trial.get("user_attrs") if isinstance(trial, dict) else None
+            if isinstance(attrs, list) and all(isinstance(a, dict) for a in attrs):
+                trial["user_attrs"] = [
+                    {**a, "value": _one_line(a.get("value"))} for a in sorted(attrs, key=lambda a: _rank(a.get("key")))
+                ]
+    union = detail.get("union_user_attrs")
+    if isinstance(union, list) and all(isinstance(a, dict) for a in union):
+        detail["union_user_attrs"] = sorted(union, key=lambda a: _rank(a.get("key")))
+    return detail
+
+
+class OutcomeFirst:
+    """WSGI middleware over optuna-dashboard's app: its study data passes through :func:`outcome_first`.
+
+    optuna-dashboard lists a trial's user attributes in the order the storage returns them (by
+    key in SQLite) in a box six lines high, and as table columns as narrow as their names: by
+    key, ``stop_reason`` is a trial's 13th attribute, out of sight, and a JSON value wraps at
+    every space into a table row several lines high.
+    """
+
+    def __init__(self, app: Callable) -> None:
+        self.app = app
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
+        if environ.get("REQUEST_METHOD", "GET").upper() != "GET" or not _STUDY_DETAIL.fullmatch(environ.get("PATH_INFO", "")):
+            return self.app(environ, start_response)
+        started: list[Any] = []
+        chunks: list[bytes] = []
+
+        def hold(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Callable[[bytes], None]:
+            started[:] = [status, headers, exc_info]
+            return chunks.append
+
+        body = self.app(environ, hold)
+        try:
+            chunks.extend(body)
+        finally:
+            if hasattr(body, "close"):
+                body.close()
+        status, headers, exc_info = started
+        data = b"".join(chunks)
+        json_body = any(k.lower() == "content-type" and v.startswith("application/json") for k, v in headers)
+        if status.startswith("200") and json_body:
+            try:
+                detail = json.loads(data)
+            except ValueError:
+                detail = None
+            if isinstance(detail, dict):
+                data = json.dumps(outcome_first(detail)).encode()
+                headers = [(k, v) for k, v in headers if k.lower() != "content-length"] + [("Content-Length", str(len(data)))]
+        start_response(status, headers, exc_info)
+        return [data]
 
 
 def guard(app: Callable, host: str, sock: socket.socket, *, token: str | None = None, allow: Iterable[str] = ()) -> Guard:

@@ -2,7 +2,8 @@
 
 The value is the trial's epochs-to-target, or ``max_epochs + 1 + (target - best)`` when the
 target was not reached (see :mod:`hpo.callbacks`).  Every finished trial, pruned ones included,
-carries the user attributes listed in :data:`TRIAL_ATTRS`.
+carries the user attributes listed in :data:`TRIAL_ATTRS` and its per-epoch history in the system
+attribute ``history`` (:func:`hpo.study.trial_history` reads it), out of the dashboard's tables.
 
 Faults inside one trial never stop the study:
 
@@ -41,6 +42,7 @@ from hpo.config import StudyConfig
 from hpo.data import Split
 from hpo.errors import HpoError, TrialFailed
 from hpo.search import EPOCH_FRACTION_ATTR
+from hpo.study import HISTORY_ATTR, store_history
 
 __all__ = ["Objective", "TrialOutcome", "TRIAL_ATTRS", "enable_determinism", "epoch_times", "trial_seed"]
 
@@ -55,7 +57,6 @@ TRIAL_ATTRS = (
     "compile_seconds",
     "seconds_to_target",
     "epochs",
-    "history",
     "seed",
 )
 SEED_RANGE = 2**31  # trial seeds are taken modulo this (keras.utils.set_random_seed wants < 2**32)
@@ -166,7 +167,7 @@ def epoch_times(epoch_seconds: list[float], fraction: float, reached: bool) -> d
 
 
 class TrialOutcome(dict):
-    """What one trial recorded (the user attributes, as a dict)."""
+    """What one trial recorded, as a dict: its user attributes and its ``history``."""
 
 
 class Objective:
@@ -319,7 +320,9 @@ class Objective:
         outcome[f"best_{cb.monitor}"] = round(best, 6) if best is not None else None
         outcome["seed"] = trial.user_attrs.get("seed")
         for key, value in outcome.items():
-            trial.set_user_attr(key, value)
+            if key != HISTORY_ATTR:
+                trial.set_user_attr(key, value)
+        store_history(trial, outcome[HISTORY_ATTR])
         for callback in self.callbacks:
             callback(trial, model, outcome)
         return outcome

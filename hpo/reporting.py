@@ -34,7 +34,7 @@ from optuna.trial import FrozenTrial, TrialState  # noqa: E402
 
 from hpo.errors import HpoError  # noqa: E402
 from hpo.names import md_code, md_text, printable  # noqa: E402
-from hpo.study import StudyInfo, study_info  # noqa: E402
+from hpo.study import StudyInfo, study_info, trial_history  # noqa: E402
 
 __all__ = [
     "ReportWarning",
@@ -314,32 +314,33 @@ def importances(study: optuna.Study) -> dict[str, float]:
 
 
 def best_curves(study: optuna.Study, k: int = 4) -> list[dict[str, Any]]:
-    """Histories of the ``k`` best finished trials (COMPLETE before PRUNED, then by value)."""
+    """Histories of the ``k`` best finished trials (COMPLETE before PRUNED, then by value), read
+    from the storage (:func:`hpo.study.trial_history`): the curves need no artifact."""
     finished, bad = [], []
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
-        history = t.user_attrs.get("history")
+        history = trial_history(t)
         if not history or t.value is None:
             continue
         if _is_history(history) and isinstance(t.user_attrs.get("epochs_to_target"), (int, float, type(None))):
-            finished.append(t)
+            finished.append((t, history))
         else:
             bad.append(t.number)
     if bad:
         _warn(
             f"trials {', '.join(map(str, bad[:5]))}{' ...' if len(bad) > 5 else ''}: stored history is not a Keras history: no curve"
         )
-    finished.sort(key=lambda t: (t.state != TrialState.COMPLETE, t.value, t.number))
+    finished.sort(key=lambda th: (th[0].state != TrialState.COMPLETE, th[0].value, th[0].number))
     return [
         {
             "number": t.number,
             "state": t.state.name,
             "value": t.value,
-            "history": t.user_attrs["history"],
+            "history": history,
             "params": trial_params(t),
             "family": t.user_attrs.get("family"),
             "epochs_to_target": t.user_attrs.get("epochs_to_target"),
         }
-        for t in finished[:k]
+        for t, history in finished[:k]
     ]
 
 

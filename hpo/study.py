@@ -27,19 +27,23 @@ from hpo.space import distributions
 from hpo.storage import use_wal
 
 __all__ = [
+    "HISTORY_ATTR",
     "STUDY_ATTR",
     "StudyInfo",
     "enqueue_warm_start",
     "load_study",
     "open_study",
     "save_note",
+    "store_history",
     "stored_config",
     "study_info",
+    "trial_history",
 ]
 
 STUDY_ATTR = "hpo"  # study user attr holding the settings costs depend on
 ARTIFACT_DIR_KEY = "artifact_dir"  # in STUDY_ATTR: the absolute folder of the study's artifact store
 DEFAULT_ARTIFACT_DIR = "studies/artifacts"  # for storages that are no SQLite file
+HISTORY_ATTR = "history"  # trial system attr: the per-epoch history (a user attr in older studies)
 
 
 class StudyInfo(dict):
@@ -55,6 +59,20 @@ def load_study(name: str, storage: optuna.storages.BaseStorage) -> optuna.Study:
         names = sorted(s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False))
         known = ", ".join(printable(n) for n in names) if names else "none"  # names anyone may have chosen
         raise HpoError(f"no study named {name!r} in this storage; studies: {known}") from None
+
+
+def store_history(trial: optuna.Trial, history: dict[str, list[float]]) -> None:
+    """Store a trial's per-epoch history (metric name -> one number per check) in its system
+    attributes, which optuna-dashboard does not show: as a user attribute, one long JSON string,
+    it made the dashboard's trial rows hundreds of pixels high."""
+    trial.storage.set_trial_system_attr(trial._trial_id, HISTORY_ATTR, history)
+
+
+def trial_history(trial: optuna.trial.FrozenTrial) -> Any:
+    """A trial's stored per-epoch history, as stored (None if it has none): the system
+    attribute, else the user attribute where earlier hpo versions kept it."""
+    found = trial.system_attrs.get(HISTORY_ATTR)
+    return found if found is not None else trial.user_attrs.get(HISTORY_ATTR)
 
 
 def study_info(study: optuna.Study) -> StudyInfo:

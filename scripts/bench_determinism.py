@@ -34,6 +34,7 @@ def child(args: argparse.Namespace) -> None:
     from hpo.config import parse_config
     from hpo.data import prepare
     from hpo.objective import Objective
+    from hpo.study import trial_history
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     raw = {
@@ -45,7 +46,7 @@ def child(args: argparse.Namespace) -> None:
     cfg = parse_config(raw, source="bench")
     study = optuna.create_study(direction="minimize")
     study.optimize(Objective(cfg, prepare(cfg.data)), n_trials=1)
-    history = study.trials[0].user_attrs["history"]
+    history = trial_history(study.trials[0])
     print(
         json.dumps({"epoch_seconds": history["epoch_seconds"], "loss": history["loss"], "val_accuracy": history["val_accuracy"]})
     )

@@ -33,6 +33,7 @@ import optuna  # noqa: E402
 from hpo.config import parse_config  # noqa: E402
 from hpo.data import prepare  # noqa: E402
 from hpo.objective import Objective  # noqa: E402
+from hpo.study import trial_history  # noqa: E402
 
 
 class EpochTimer(keras.callbacks.Callback):
@@ -76,7 +77,7 @@ def hpo_trial(cfg, split, epochs: int) -> tuple[list[float], float]:
     """One trial of an hpo study with the same fixed parameters (target 1.0: never stops early)."""
     study = optuna.create_study(direction="minimize", pruner=optuna.pruners.NopPruner())
     study.optimize(Objective(cfg, split), n_trials=1)
-    history = study.trials[0].user_attrs["history"]
+    history = trial_history(study.trials[0])
     seconds = history["epoch_seconds"]
     k = round(1 / history["epoch"][0]) if history.get("epoch") else 1
     if k > 1:  # seconds per check -> seconds per epoch: the sum of each epoch's checks

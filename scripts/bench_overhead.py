@@ -54,7 +54,7 @@ def measure(url: str, n_trials: int, epochs: int, sampled: bool, artifacts: Path
     from hpo.data import prepare
     from hpo.objective import Objective
     from hpo.storage import make_storage
-    from hpo.study import open_study
+    from hpo.study import open_study, trial_history
 
     overrides = [f"objective.max_epochs={epochs}", "objective.target=1.0"]  # never reached: all epochs run
     if not sampled:
@@ -67,7 +67,7 @@ def measure(url: str, n_trials: int, epochs: int, sampled: bool, artifacts: Path
     rows = []
     for t in study.get_trials(deepcopy=False):
         wall = (t.datetime_complete - t.datetime_start).total_seconds()
-        secs = t.user_attrs["history"]["epoch_seconds"]
+        secs = trial_history(t)["epoch_seconds"]
         steady = statistics.median(secs[1:]) if len(secs) > 1 else secs[0]
         extra = secs[0] - steady
         other = wall - sum(secs)

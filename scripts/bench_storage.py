@@ -1,8 +1,8 @@
 """Benchmark of shared-study storage: milliseconds of storage work per trial, and trials per hour.
 
 Part 1, storage time per trial: a study whose objective does every storage call a real hpo
-trial does (sampling the space of studies/tiny.toml, one report per epoch, the user attributes
-with the per-epoch history) but trains nothing, through :func:`hpo.storage.make_storage`
+trial does (sampling the space of studies/tiny.toml, one report per epoch, the user attributes,
+the per-epoch history) but trains nothing, through :func:`hpo.storage.make_storage`
 (heartbeat on, as in a real run).  The time per trial is all storage and Optuna overhead.
 
 Part 2, trials per hour: ``python -m hpo.run study studies/tiny.toml`` with ``--workers 1`` and
@@ -46,7 +46,7 @@ import optuna  # noqa: E402
 
 from hpo.api import load_config  # noqa: E402
 from hpo.storage import make_storage  # noqa: E402
-from hpo.study import open_study  # noqa: E402
+from hpo.study import HISTORY_ATTR, open_study, store_history  # noqa: E402
 
 PG_ADMIN = os.environ.get("HPO_TEST_POSTGRES", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
 MYSQL_ADMIN = os.environ.get("HPO_TEST_MYSQL", "mysql+pymysql://root@127.0.0.1:3306/test")
@@ -106,11 +106,11 @@ def storage_ms_per_trial(url: str, n_trials: int, overrides: tuple[str, ...] = (
             "seconds": 1.0,
             "seconds_per_epoch": 0.5,
             "epochs": epochs,
-            "history": history,
             "best_val_accuracy": 0.5,
         }
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
+        store_history(trial, history)
         return epochs + 1.4
 
     times: list[float] = []
@@ -156,7 +156,7 @@ def fill(url: str, n: int, seed: int = 0) -> float:
     """Add finished trials to the study until it holds ``n``; returns the seconds it took.
 
     Each added trial looks like a real one: sampled parameters, a value, one intermediate value
-    per epoch, the user attributes with the per-epoch history; a quarter of them PRUNED.
+    per epoch, the user attributes, the per-epoch history; a quarter of them PRUNED.
     """
     import random
 
@@ -191,7 +191,6 @@ def fill(url: str, n: int, seed: int = 0) -> float:
             "seconds": 1.0,
             "seconds_per_epoch": 0.5,
             "epochs": epochs,
-            "history": history,
             "best_val_accuracy": max(acc),
         }
         batch.append(
@@ -202,6 +201,7 @@ def fill(url: str, n: int, seed: int = 0) -> float:
                 value=curve[-1],
                 intermediate_values=dict(enumerate(curve)),
                 user_attrs=attrs,
+                system_attrs={HISTORY_ATTR: history},
             )
         )
         if len(batch) == 500 or i == n - 1:

@@ -64,7 +64,7 @@ from optuna.trial import TrialState  # noqa: E402
 
 from hpo.api import load_config  # noqa: E402
 from hpo.storage import make_storage, mask_url  # noqa: E402
-from hpo.study import open_study  # noqa: E402
+from hpo.study import open_study, trial_history  # noqa: E402
 
 PG_ADMIN = os.environ.get("HPO_TEST_POSTGRES", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
 HOST = socket.gethostname()
@@ -379,7 +379,7 @@ class Soak:
                 v.append(
                     f"{t.state.name} trial {t.number}: intermediate values at {sorted(t.intermediate_values)}, epochs {epochs}"
                 )
-            if len(t.user_attrs["history"].get(monitor, [])) != epochs:
+            if len((trial_history(t) or {}).get(monitor, [])) != epochs:
                 v.append(f"{t.state.name} trial {t.number}: history of {monitor} has not {epochs} epochs")
 
         finished = states["COMPLETE"] + states["PRUNED"]

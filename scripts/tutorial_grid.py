@@ -65,6 +65,7 @@ def grid_frame(storage_url: str, targets: tuple[float, ...], prefix: str):
     import pandas as pd
 
     from hpo.storage import make_storage
+    from hpo.study import trial_history
 
     storage = make_storage(storage_url)
     rows = []
@@ -83,7 +84,7 @@ def grid_frame(storage_url: str, targets: tuple[float, ...], prefix: str):
                     "epochs_run": ua.get("epochs"),
                     "best_accuracy": ua.get("best_accuracy"),
                     "seconds": ua.get("seconds"),
-                    "history": ua.get("history", {}),
+                    "history": trial_history(t) or {},
                     "trial": t.number,
                 }
             )

@@ -31,7 +31,6 @@ ATTRS = {
     "n_params",
     "seconds",
     "seconds_per_epoch",
-    "history",
     "best_val_accuracy",
 }
 
@@ -54,10 +53,11 @@ def test_study_records_every_trial(small_study) -> None:
     for t in trials:
         assert t.state in (TrialState.COMPLETE, TrialState.PRUNED)
         assert ATTRS <= set(t.user_attrs), set(t.user_attrs)
-        ua = t.user_attrs
+        ua, history = t.user_attrs, t.system_attrs["history"]  # out of the dashboard's user attributes
+        assert "history" not in ua
         assert ua["family"] == "dense" and ua["n_params"] > 0 and ua["seconds"] > 0
-        assert len(ua["history"]["val_accuracy"]) == ua["epochs"] == len(t.intermediate_values)
-        assert ua["best_val_accuracy"] == pytest.approx(max(ua["history"]["val_accuracy"]), abs=1e-5)
+        assert len(history["val_accuracy"]) == ua["epochs"] == len(t.intermediate_values)
+        assert ua["best_val_accuracy"] == pytest.approx(max(history["val_accuracy"]), abs=1e-5)
         if ua["reached_target"]:
             assert ua["stop_reason"] == "target" and t.value == ua["epochs_to_target"] <= 2
         else:

@@ -56,7 +56,7 @@ def assert_finished_trials(study: optuna.Study, n: int) -> None:
         missing = [k for k in (*TRIAL_ATTRS, "best_val_accuracy") if k not in t.user_attrs]
         assert not missing, f"trial {t.number} lacks {missing}"
         assert t.user_attrs["stop_reason"] == "max_epochs"
-        assert len(t.user_attrs["history"]["val_accuracy"]) == t.user_attrs["epochs"] == 1
+        assert len(t.system_attrs["history"]["val_accuracy"]) == t.user_attrs["epochs"] == 1
 
 
 ONE_EPOCH = ("--set", "objective.max_epochs=1", "--no-artifacts")

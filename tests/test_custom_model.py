@@ -291,7 +291,7 @@ def test_a_custom_study_records_what_a_dense_one_does(folder: Path) -> None:
         assert attrs["xla"] is True  # no dropout: XLA, as for Inception nets
         arch = {k: t.params[k] for k in ("filters", "kernel", "activation")} | {"units": 16}
         assert attrs["n_params"] == module.build(arch, (28, 28, 1), 10).count_params()
-        assert len(attrs["history"]["val_accuracy"]) == 2
+        assert len(t.system_attrs["history"]["val_accuracy"]) == 2
 
     report = run_cli("report", "mine", "--storage", "sqlite:///s.db", "--out", "report", cwd=folder)
     assert report.returncode == 0, report.stderr[-3000:]
@@ -317,7 +317,7 @@ def test_max_params_applies_to_a_custom_model(folder: Path) -> None:
     assert small.user_attrs["stop_reason"] == "max_epochs" and small.user_attrs["n_params"] == 2166
     assert large.state == optuna.trial.TrialState.COMPLETE
     assert large.user_attrs["stop_reason"] == "too_large" and large.user_attrs["n_params"] == 68382
-    assert large.user_attrs["epochs"] == 0 and large.user_attrs["history"] == {}
+    assert large.user_attrs["epochs"] == 0 and large.system_attrs["history"] == {}
     assert large.value == pytest.approx(1 + 1 + 0.99)  # the worst not-reached cost: max_epochs + 1 + target
 
 

@@ -1,5 +1,6 @@
-"""``python -m hpo.run dashboard``: in a real headless Chromium (the study, its trials, an artifact,
-the access token's cookie, a rebound name refused), and over real HTTP: only this server's
+"""``python -m hpo.run dashboard``: in a real headless Chromium (the study, its note, a trial table
+whose rows are one line high, a trial's outcome in sight, an artifact, the access token's cookie, a
+rebound name refused), and over real HTTP: only this server's
 ``Host`` names are answered, the token is required when set, cross-site writes are refused, a port
 another server holds is refused, and signals end it with 130 and 143.
 
@@ -37,6 +38,18 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
+
+# Where the user attribute ``key`` is on a trial page: its line, the box it scrolls in, whether it
+# is in sight (inside the box and the window) without scrolling either.
+IN_SIGHT = """key => {
+  const line = [...document.querySelectorAll("p")].find(p => p.textContent.startsWith(key + " "));
+  if (!line) return null;
+  let box = line.parentElement;
+  while (box && !["auto", "scroll"].includes(getComputedStyle(box).overflowY)) box = box.parentElement;
+  const r = line.getBoundingClientRect(), b = box.getBoundingClientRect();
+  return {top: r.top, bottom: r.bottom, box: [b.top, b.bottom], seen: r.top >= b.top && r.bottom <= b.bottom && r.bottom <= innerHeight};
+}"""
+ONE_LINE_ROW = 80  # px: a row of one line of text beside its Detail button is 67 px, two lines are ~87
 
 
 def _browser_or_skip():
@@ -117,7 +130,7 @@ def test_dashboard_in_a_real_browser(dashboard):
             executable_path=CHROMIUM, args=[*CHROMIUM_ARGS, "--host-resolver-rules=MAP evil.test 127.0.0.1"]
         )
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page = browser.new_page(viewport={"width": 1400, "height": 1400})
             assert page.goto(base + "/dashboard").status == 401  # no token yet
             response = page.goto(base + f"/dashboard?token={TOKEN}")  # the URL printed: sets the cookie, drops the token
             assert response.status == 200 and page.url == base + "/dashboard"
@@ -126,6 +139,24 @@ def test_dashboard_in_a_real_browser(dashboard):
             page.goto(base + "/dashboard/studies/1/note")  # the note hpo wrote when it created the study
             page.get_by_text("browse: epochs to").wait_for(timeout=30_000)
             page.get_by_text("Search space").wait_for(timeout=30_000)
+            page.get_by_text("step s is the cost after epoch s + 1").wait_for(timeout=30_000)  # the Step axis
+
+            # the trial table (Smart Selection): one line per trial, the history kept out of it
+            page.goto(base + "/dashboard/studies/1/smartSelection")
+            page.get_by_text("UserAttribute stop_reason").wait_for(timeout=30_000)
+            rows = page.locator("tbody tr")
+            heights = rows.evaluate_all("rows => rows.map(r => r.getBoundingClientRect().height)")
+            assert len(heights) == 2 and max(heights) <= ONE_LINE_ROW, heights
+            assert page.get_by_text("UserAttribute history").count() == 0
+
+            # a trial's page: its outcome leads the user attributes' box, in sight without scrolling
+            page.goto(base + "/dashboard/studies/1/trials?numbers=1")
+            page.get_by_text("Trial 1 (trial_id=2)").wait_for(timeout=30_000)
+            page.get_by_text("stop_reason ").first.wait_for(timeout=30_000)
+            for key in ("stop_reason", "epochs_to_target", "best_val_accuracy", "n_params", "seconds"):
+                where = page.evaluate(IN_SIGHT, key)
+                assert where is not None and where["seen"], (key, where)
+            assert page.evaluate("() => document.documentElement.scrollWidth") <= 1400  # no line wider than the window
 
             page.goto(base + "/dashboard/studies/1/trials")
             page.get_by_text("2 Trials").wait_for(timeout=30_000)
@@ -182,6 +213,25 @@ def test_dashboard_with_a_missing_artifact_dir_is_one_line_and_creates_nothing(d
 
 # --------------------------------------------------------------------------------------------
 # The guard, over real HTTP: a study made by plain Optuna, served with a token and --allow-host
+
+
+def test_the_study_data_lists_each_trial_s_outcome_first(dashboard):
+    """What the browser test sees, in the JSON optuna-dashboard sends: the outcome first, then the
+    other user attributes as stored; JSON values without the spaces a table cell wraps at."""
+    request = urllib.request.Request(dashboard["base"] + "/api/studies/1", headers={"Authorization": f"Bearer {TOKEN}"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        body = response.read()
+        assert int(response.headers["Content-Length"]) == len(body)
+    detail = json.loads(body)
+    first = ["stop_reason", "epochs_to_target", "best_val_accuracy", "n_params", "seconds", "epochs"]
+    assert [a["key"] for a in detail["union_user_attrs"]][:6] == first
+    stored = optuna.load_study(study_name="browse", storage=dashboard["url"]).trials
+    assert len(detail["trials"]) == len(stored) == 2
+    for shown, trial in zip(detail["trials"], stored, strict=True):
+        keys = [a["key"] for a in shown["user_attrs"]]
+        assert keys[:6] == first and sorted(keys) == sorted(trial.user_attrs) and "history" not in keys
+        fixed = next(a["value"] for a in shown["user_attrs"] if a["key"] == "fixed_params")
+        assert " " not in fixed and json.loads(fixed) == trial.user_attrs["fixed_params"]
 
 
 def _studies(url: str) -> list[str]:

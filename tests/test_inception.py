@@ -305,7 +305,7 @@ def test_one_epoch_mixed_family_study_through_the_cli(sqlite_url):
     assert inc.params["family"] == "inception"
     assert not any(name.startswith("dense_") for name in inc.params)
     assert inc.user_attrs["epochs"] == 1 and inc.user_attrs["stop_reason"] in ("target", "max_epochs")
-    assert set(inc.user_attrs["history"]) >= {"loss", "accuracy", "val_loss", "val_accuracy"}
+    assert set(inc.system_attrs["history"]) >= {"loss", "accuracy", "val_loss", "val_accuracy"}
     # The stored parameters rebuild the very network the trial trained.
     cfg = load_config(
         STUDIES / "fashion_inception.toml", [a for a in args if a != "--set"] + ['model.family=["dense", "inception"]']

@@ -50,14 +50,14 @@ def test_trial_with_four_checks_per_epoch_on_digits() -> None:
     study = optuna.create_study(direction="minimize", pruner=optuna.pruners.NopPruner())
     study.optimize(Objective(cfg, split), n_trials=1)
     t = study.trials[0]
-    ua = t.user_attrs
+    ua, history = t.user_attrs, t.system_attrs["history"]
     fraction = Schedule(len(split.x_train), 16, 6, 4).fraction
     assert 0.2 < fraction < 0.3
-    checks = len(ua["history"]["epoch_seconds"])
-    assert ua["history"]["epoch"] == [round((i + 1) * fraction, 4) for i in range(checks)]
+    checks = len(history["epoch_seconds"])
+    assert history["epoch"] == [round((i + 1) * fraction, 4) for i in range(checks)]
     assert sorted(t.intermediate_values) == list(range(checks))
     assert ua["reached_target"], ua
-    assert ua["epochs_to_target"] == t.value == ua["history"]["epoch"][-1]
+    assert ua["epochs_to_target"] == t.value == history["epoch"][-1]
     assert not float(t.value).is_integer()  # a fraction of an epoch, not rounded up to the next one
-    frame = report.history_frame(ua["history"])
-    assert list(frame["epoch"]) == ua["history"]["epoch"]
+    frame = report.history_frame(history)
+    assert list(frame["epoch"]) == history["epoch"]

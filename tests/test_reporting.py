@@ -26,6 +26,7 @@ from hpo.api import load_config
 from hpo.reporting import (
     BASE_COLUMNS,
     ReportWarning,
+    best_curves,
     counts,
     epochs_vs_params,
     optimization_history,
@@ -145,7 +146,7 @@ def test_artifacts_for_each_complete_trial(made):
         png = matplotlib.image.imread(made["art"] / metas[f"{n}-curves.png"].artifact_id)
         assert png.shape[0] > 100 and png.shape[1] > 100
         saved = json.loads((made["art"] / metas[f"{n}-history.json"].artifact_id).read_text())
-        assert saved["history"] == t.user_attrs["history"] and saved["trial"] == t.number
+        assert saved["history"] == t.system_attrs["history"] and saved["trial"] == t.number
         csv = pd.read_csv(made["art"] / metas[f"{n}-history.csv"].artifact_id)
         assert list(csv["epoch"]) == list(range(1, t.user_attrs["epochs"] + 1))
         # a model is saved exactly when the trial improved on every earlier trial
@@ -210,6 +211,34 @@ def test_report_with_pruned_failed_and_no_artifacts(made, tmp_path):
     assert "Test-set accuracy: not available" in (tmp_path / "out" / "summary.md").read_text()
     hist = optimization_history(trials_frame(study))
     assert list(hist["state"]).count("PRUNED") == 1 and hist["value"].iloc[-1] == 3.5
+
+
+def test_learning_curves_come_from_the_storage_in_either_place(made, tmp_path):
+    """The report's curves need no artifact: the history is a trial system attribute (out of the
+    dashboard's user attributes); a study of an earlier version holds it as a user attribute."""
+    shutil.copy(made["root"] / "d.db", tmp_path / "d.db")
+    study = optuna.load_study(study_name="rep", storage=f"sqlite:///{tmp_path / 'd.db'}")
+    curves = best_curves(study, k=N_TRIALS)
+    assert len(curves) == N_TRIALS
+    for c in curves:
+        t = study.trials[c["number"]]
+        assert "history" not in t.user_attrs and c["history"] == t.system_attrs["history"]
+        assert {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(c["history"])
+        assert len(c["history"]["val_loss"]) == t.user_attrs["epochs"]
+    old = {"loss": [0.9, 0.5], "accuracy": [0.6, 0.8], "val_loss": [0.8, 0.6], "val_accuracy": [0.65, 0.75]}
+    t = study.ask()
+    attrs = {"family": "dense", "epochs_to_target": 2, "reached_target": True, "stop_reason": "target", "epochs": 2}
+    attrs |= {"n_params": 1000, "seconds": 1.0, "seconds_to_target": 0.8, "history": old}  # as an earlier version recorded
+    for key, value in attrs.items():
+        t.set_user_attr(key, value)
+    study.tell(t, 0.5)  # cheaper than any trial of the study: the first curve
+    first = best_curves(study)[0]
+    assert first["number"] == t.number and first["history"] == old
+    with warnings.catch_warnings(record=True) as seen:  # no artifact store: only the test accuracy is missing
+        warnings.simplefilter("always")
+        done = write_report(study, tmp_path / "out", artifact_store=FileSystemArtifactStore(str(tmp_path / "empty")))
+    assert "best_curves.png" in [f.name for f in done["figures"]]
+    assert [str(w.message) for w in seen if "best_curves.png" in str(w.message)] == []
 
 
 def test_report_of_a_study_without_completed_trials(tmp_path):

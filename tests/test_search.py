@@ -7,8 +7,10 @@ import optuna
 import pytest
 from optuna.trial import TrialState, create_trial
 
+from hpo.api import load_config
 from hpo.callbacks import TargetPruning, not_reached_cost
-from hpo.search import EpochCap
+from hpo.search import EpochCap, make_pruner
+from tests.conftest import STUDIES
 
 MAX_EPOCHS = 15
 TARGET = 0.88
@@ -150,3 +152,21 @@ def test_a_repeat_is_never_pruned_and_a_dropped_one_stops_where_it_cannot_win() 
     cb = callback_on(study_with(Always(False)), prune=False, stop_after=3)
     feed(cb, [0.8, 0.9])  # reached before the limit
     assert cb.stop_reason == "target" and cb.epochs_to_target == 2
+
+
+def test_successive_halving_rungs_fall_after_epochs_2_5_and_17() -> None:
+    """hpo's callback reports step s after epoch s + 1 (steps count from 0, as the study note
+    says), and the rungs of the shipped successive halving (min resource 1, reduction factor 4)
+    are in steps: 1, 4 and 16, that is after epochs 2, 5 and 17, as the study files say."""
+    cfg = load_config(STUDIES / "quickstart.toml", ["objective.max_epochs=20", "objective.cap=false"])
+    study = optuna.create_study(direction="minimize", pruner=make_pruner(cfg))
+    cb = TargetPruning(study.ask(), "val_accuracy", 0.85, 20)
+    cb.set_model(keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)]))
+    cb.on_train_begin()
+    first_seen: dict[str, int] = {}
+    for epoch in range(1, 21):
+        cb.on_epoch_end(epoch - 1, {"loss": 0.4, "val_accuracy": 0.5 + 0.01 * epoch})  # alone: always promoted
+        for key in study.trials[0].system_attrs:
+            first_seen.setdefault(key, epoch)
+    assert sorted(study.trials[0].intermediate_values) == list(range(20))
+    assert first_seen == {"completed_rung_0": 2, "completed_rung_1": 5, "completed_rung_2": 17}

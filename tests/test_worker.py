@@ -69,7 +69,7 @@ def test_diverging_loss_ends_its_trial_complete_and_the_study_goes_on(sqlite_url
     trials = trials_of(storage_of(sqlite_url))
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
     bad, good = one(trials, learning_rate=learning_rate), one(trials, learning_rate=0.05)
-    loss = bad.user_attrs["history"]["loss"][0]
+    loss = bad.system_attrs["history"]["loss"][0]
     assert math.isnan(loss) if kind == "nan" else (math.isinf(loss) and loss > 0), loss
     assert bad.user_attrs["stop_reason"] == "nan" and bad.user_attrs["epochs"] == 1
     assert bad.value == pytest.approx(NOT_REACHED_FROM_ZERO)  # nothing counted from the diverged epoch
@@ -90,7 +90,7 @@ def test_model_over_max_params_is_never_built(sqlite_url):
     ua = big.user_attrs
     assert ua["stop_reason"] == "too_large" and ua["reached_target"] is False and ua["epochs_to_target"] is None
     assert ua["n_params"] == 64 * HUGE + HUGE + HUGE * 10 + 10
-    assert ua["epochs"] == 0 and ua["history"] == {} and big.intermediate_values == {}
+    assert ua["epochs"] == 0 and big.system_attrs["history"] == {} and big.intermediate_values == {}
     assert big.value == pytest.approx(NOT_REACHED_FROM_ZERO)  # the worst cost: sampled, learned from, not repeated
     assert small.user_attrs["stop_reason"] == "max_epochs" and small.user_attrs["n_params"] == 64 * 16 + 16 + 16 * 10 + 10
     assert small.value < big.value
@@ -317,7 +317,7 @@ def test_an_unwritable_artifact_store_costs_the_artifacts_not_the_trials(fault, 
     trials = trials_of(storage_of(url))
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
     for t in trials:
-        assert t.value > 2 and t.user_attrs["stop_reason"] == "max_epochs" and len(t.user_attrs["history"]["loss"]) == 2
+        assert t.value > 2 and t.user_attrs["stop_reason"] == "max_epochs" and len(t.system_attrs["history"]["loss"]) == 2
         assert not [k for k in t.system_attrs if k.startswith("artifacts:")]
     warned = [line for line in out.stderr.splitlines() if line.startswith("hpo: warning: ")]
     for n in (0, 1):
@@ -352,7 +352,7 @@ def test_same_study_file_and_seed_give_the_same_trials(tmp_path, extra):
             for k, v in t.user_attrs.items()
             if k not in ("seconds", "seconds_per_epoch", "compile_seconds", "seconds_to_target", "worker")
         }
-        ua["history"] = {k: v for k, v in ua["history"].items() if k != "epoch_seconds"}
+        ua["history"] = {k: v for k, v in t.system_attrs["history"].items() if k != "epoch_seconds"}
         return t.state, t.params, t.value, t.intermediate_values, ua
 
     assert len(runs[0]) == 3

@@ -64,7 +64,7 @@ def _folder(storage: Any, url: str, given: str | None) -> Any:
 def run(args: argparse.Namespace) -> NoReturn:
     import sys
 
-    from hpo.dashboard import bind, check_token, guard, listen, loopback, serve, url_host
+    from hpo.dashboard import OutcomeFirst, bind, check_token, guard, listen, loopback, serve, url_host
     from hpo.storage import make_storage, mask_url, resolve_url
 
     args.signals.hold = True  # a signal from here on ends the dashboard once it serves (until_signal)
@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> NoReturn:
             )
         from optuna_dashboard import wsgi
 
-        app = guard(wsgi(storage, artifact_store=store), args.host, listener, token=token, allow=args.allow_host)
+        app = guard(OutcomeFirst(wsgi(storage, artifact_store=store)), args.host, listener, token=token, allow=args.allow_host)
         listen(listener, args.host)
         shown = f"; artifacts in {folder}" if store is not None else ""
         query = f"?token={token}" if token is not None else ""
