@@ -428,6 +428,7 @@ def run_optuna(
         history = model.fit(
             training_data(split, values["batch_size"]),
             epochs=question.max_epochs,
+            shuffle=False,  # the pipeline reshuffles
             validation_data=(split.x_val, split.y_val),
             callbacks=callbacks,
             verbose=0,
@@ -461,7 +462,9 @@ def run_keras_tuner(
 
         def fit(self, hp: Any, model: Any, *args: Any, **kwargs: Any) -> Any:
             ledger.values[ledger.current or "?"] = canonical(hp.values)
-            return model.fit(training_data(split, int(hp.get("batch_size"))), **kwargs)  # in place of search()'s (x, y)
+            return model.fit(
+                training_data(split, int(hp.get("batch_size"))), **{**kwargs, "shuffle": False}
+            )  # in place of search()'s (x, y)
 
     base = kt.Hyperband if kind == "hyperband" else kt.BayesianOptimization
 
@@ -575,6 +578,7 @@ class Retrainer:
         model.fit(
             training_data(s, int(values["batch_size"]), seed),
             epochs=q.max_epochs,
+            shuffle=False,
             validation_data=(s.x_val, s.y_val),
             validation_batch_size=1024,  # same metric, fewer steps
             callbacks=[AtTarget()],
