@@ -691,25 +691,47 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
             f"\n{qname}: target {q0['target']} {MONITOR}, train_size {q0['train_size'] or 'all'}, "
             f"max_epochs {q0['max_epochs']}, budget {q0['budget']} epochs; median over seeds (range)"
         )
-        print(f"{'tool':<24} {'seeds':>5}  {'answer (fresh seeds)':<22} {'epochs':<20} {'CPU-s':<22} epochs to answer")
+        print(
+            f"{'tool':<24} {'seeds':>5}  {'answer (fresh seeds)':<22} {'epochs':<20} {'CPU-s':<22} "
+            f"{'epochs to answer':<20} epochs to an answer as good as hpo's, per seed"
+        )
+        hpo_runs = {r["seed"]: r for r in qruns if r["tool"] == "hpo"}
         tools: dict[str, Any] = {}
         for tool in [t for t in TOOLS if any(r["tool"] == t for r in qruns)]:
             rs = [r for r in qruns if r["tool"] == tool]
             cols = {k: [r[k] for r in rs] for k in ("answer_median", "epochs", "cpu_s", "epochs_to_answer")}
+            as_good = [as_good_as(r, hpo_runs.get(r["seed"])) for r in rs]
             print(
                 f"{tool:<24} {len(rs):>5}  {_fmt(cols['answer_median']):<22} {_fmt(cols['epochs']):<20} "
-                f"{_fmt(cols['cpu_s']):<22} {_fmt(cols['epochs_to_answer'])}"
+                f"{_fmt(cols['cpu_s']):<22} {_fmt(cols['epochs_to_answer']):<20} "
+                f"{', '.join('-' if e is None else 'never' if e == NEVER else f'{e:g}' for e in as_good)}"
             )
             tools[tool] = {
                 "answer_median": _med(cols["answer_median"]),
                 "epochs": _med(cols["epochs"]),
                 "cpu_s": _med(cols["cpu_s"]),
                 "epochs_to_answer": _med(cols["epochs_to_answer"]),
+                "epochs_to_as_good_as_hpo": as_good,
                 "seeds": [r["seed"] for r in rs],
                 "answer_medians": cols["answer_median"],
             }
         out[qname] = {"budget_epochs": q0["budget"], "tools": tools}
     return out
+
+
+NEVER = -1  # no answer as good within the budget
+
+
+def as_good_as(run: Mapping[str, Any], hpo_run: Mapping[str, Any] | None) -> float | None:
+    """Epochs ``run``'s tool had spent when it first held an answer whose fresh-seed median is at
+    most hpo's final answer's on the same seed: hpo's own epochs to its answer, else the first
+    checkpoint that good (``NEVER``: none within the budget; None: no hpo run of that seed)."""
+    if hpo_run is None:
+        return None
+    if run["tool"] == "hpo":
+        return run["epochs_to_answer"]
+    good = [c["epochs"] for c in run["checkpoints"] if c["median"] <= hpo_run["answer_median"]]
+    return good[0] if good else NEVER
 
 
 def figure_points(runs: list[dict[str, Any]], qname: str) -> dict[str, list[tuple[float, float, float, float]]]:
