@@ -565,7 +565,15 @@ class _StudyRun:
                     "re-queued" if queued else f"not re-queued (retried study.max_retries = {self.cfg.study.max_retries} times)"
                 )
                 done = f"the running trial {trial.number} is stored as FAIL and {again}"
-        print(f"hpo: {what}: {done}; run the same command to continue the study", file=sys.stderr, flush=True)
+        from hpo.slurm import job_name
+
+        # In a Slurm job, whoever carries on is not the user: the task's requeue or the study's other tasks.
+        carry_on = (
+            "other workers of the study, or this task requeued (sbatch --requeue), carry it on"
+            if job_name() is not None
+            else "run the same command to continue the study"
+        )
+        print(f"hpo: {what}: {done}; {carry_on}", file=sys.stderr, flush=True)
         return self.signals.code
 
 

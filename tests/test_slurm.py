@@ -247,7 +247,7 @@ def test_a_cancelled_task_s_trial_is_failed_and_rerun_by_another_task(jobs, tmp_
     trials = load(jobs.storage).trials
     assert trials[victim].state == TrialState.FAIL  # stored by the worker itself, no grace period needed
     assert any(t.state == TrialState.WAITING and t.system_attrs.get("failed_trial") == victim for t in trials)
-    assert f"the running trial {victim} is stored as FAIL and re-queued" in jobs.log(job, 1)
+    assert f"the running trial {victim} is stored as FAIL and re-queued; other workers of the study" in jobs.log(job, 1)
 
     (gate / "release").touch()
     tasks = jobs.wait(job, 2)
