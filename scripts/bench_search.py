@@ -758,19 +758,35 @@ def draw(runs: list[dict[str, Any]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     qnames = [q for q in QUESTIONS if any(r["question"] == q for r in runs)]
-    fig, axes = plt.subplots(1, len(qnames), figsize=(5.5 * len(qnames), 4), squeeze=False)
+    fig, axes = plt.subplots(1, len(qnames), figsize=(5.5 * len(qnames), 5), squeeze=False)
+    markers = dict(zip(TOOLS, "osD^vP", strict=True))
     for ax, qname in zip(axes[0], qnames, strict=True):
         q = next(r for r in runs if r["question"] == qname)
-        for tool, points in figure_points(runs, qname).items():
+        seeds = sorted({r["seed"] for r in runs if r["question"] == qname})
+        points_by_tool = figure_points(runs, qname)
+        for i, (tool, points) in enumerate(points_by_tool.items()):
             xs, ys, lo, hi = zip(*points, strict=True)
             err = [[y - a for y, a in zip(ys, lo, strict=True)], [b - y for y, b in zip(ys, hi, strict=True)]]
-            ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=tool)
+            shift = (i - (len(points_by_tool) - 1) / 2) * 0.06  # lines that coincide stay visible
+            ax.errorbar(
+                xs,
+                [y + shift for y in ys],
+                yerr=err,
+                marker=markers[tool],
+                capsize=3,
+                label=tool,
+                lw=2.2 if tool == "hpo" else 1.2,
+            )
         ax.axhline(q["max_epochs"] + 1, color="grey", lw=0.8, ls=":")
         ax.set_ylim(0, q["max_epochs"] + 1.5)
-        ax.set_title(f"{qname}: {MONITOR} >= {q['target']}, budget {q['budget']} epochs")
+        ax.set_title(
+            f"{qname}: {MONITOR} >= {q['target']}, budget {q['budget']} epochs\n"
+            f"{'seed' if len(seeds) == 1 else 'median over seeds'} {', '.join(map(str, seeds))}",
+            fontsize=10,
+        )
         ax.set_xlabel("training epochs spent by the tool")
         ax.set_ylabel(f"answer: median epochs to target, fresh seeds\n({q['max_epochs'] + 1} = not reached)")
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3, frameon=False)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
