@@ -374,6 +374,11 @@ def run_hpo(question: Question, seed: int, split: Any, log: Callable[[str], None
         return canonical({**best.params, **best.user_attrs.get("fixed_params", {})})
 
     final = answer_at(total)
+    held: list[list[Any]] = []  # [epochs spent, answer] at each change of the answer held
+    for c in cumulative:
+        now = answer_at(c)
+        if now is not None and (not held or held[-1][1] != now):
+            held.append([c, now])
     confirmed = compute_answer(trials, cfg.study.confirm_seeds) is not None
     # a confirmed answer is held once its runs are done, not when its first run was the best trial
     held = next((c for c in cumulative if answer_at(c, confirmed) == final), None) if final is not None else None
@@ -383,6 +388,7 @@ def run_hpo(question: Question, seed: int, split: Any, log: Callable[[str], None
         "answer": final,
         "answer_kind": "confirmed" if confirmed else "best_trial",
         "answer_at": answer_at,
+        "held": held,
         "n_trials": len(trials),
         "trials": [
             {
@@ -680,7 +686,7 @@ def _fmt(values: list[float | None]) -> str:
     return f"{m:g}" if len(values) == 1 else f"{m:g} ({min(vs):g}–{max(vs):g}{missing})"
 
 
-def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
+def summarise(runs: list[dict[str, Any]], judged: Mapping[str, float] | None = None) -> dict[str, Any]:
     """Per question and tool: medians over seeds (ranges) of the answer's fresh-seed median,
     epochs, CPU-seconds and epochs to the final answer; printed as a table, returned as data."""
     out: dict[str, Any] = {}
@@ -700,7 +706,7 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
         for tool in [t for t in TOOLS if any(r["tool"] == t for r in qruns)]:
             rs = [r for r in qruns if r["tool"] == tool]
             cols = {k: [r[k] for r in rs] for k in ("answer_median", "epochs", "cpu_s", "epochs_to_answer")}
-            as_good = [as_good_as(r, hpo_runs.get(r["seed"])) for r in rs]
+            as_good = [as_good_as(r, hpo_runs.get(r["seed"]), judged) for r in rs]
             print(
                 f"{tool:<24} {len(rs):>5}  {_fmt(cols['answer_median']):<22} {_fmt(cols['epochs']):<20} "
                 f"{_fmt(cols['cpu_s']):<22} {_fmt(cols['epochs_to_answer']):<20} "
@@ -722,16 +728,91 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
 NEVER = -1  # no answer as good within the budget
 
 
-def as_good_as(run: Mapping[str, Any], hpo_run: Mapping[str, Any] | None) -> float | None:
+def held_answers(run: Mapping[str, Any]) -> list[tuple[float, dict[str, Any]]] | None:
+    """Every answer a run's tool held, in order, with the epochs it had spent when it began to
+    hold it (None: not recorded).  hpo records them; a peer's are replayed from the
+    ``val_accuracy`` its trials logged, by :func:`peer_answer`'s rule, one epoch at a time."""
+    if "held" in run:
+        return [(float(e), a) for e, a in run["held"]]
+    if run["tool"].startswith("hpo"):
+        return None
+    target, spent, best_key, out = run["target"], 0, None, []
+    for t in run["trials"]:  # in the order they trained; one trial's epochs are consecutive
+        hit, top = None, -math.inf
+        for i, value in enumerate(t["curve"]):
+            spent += 1
+            if hit is None and value >= target:
+                hit = (t["first_epoch"] + i + 1, value)
+            top = max(top, value)
+            key = (0, hit[0], -hit[1]) if hit else (1, 0, -top)
+            if best_key is None or key < best_key:
+                best_key = key
+                if not out or out[-1][1] != t["params"]:
+                    out.append((float(spent), t["params"]))
+    return out
+
+
+def judged_key(question: str, values: Mapping[str, Any], fresh_seeds: list[int]) -> str:
+    return json.dumps([question, canonical(values), fresh_seeds], sort_keys=True)
+
+
+def judged_from_runs(runs: list[dict[str, Any]]) -> dict[str, float]:
+    """Fresh-seed medians the runs' records hold already (their answers and checkpoints)."""
+    out = {}
+    for r in runs:
+        for values, median in [(r["answer"], r["answer_median"])] + [(c["answer"], c["median"]) for c in r["checkpoints"]]:
+            if values is not None:
+                out[judged_key(r["question"], values, r["fresh_seeds"])] = median
+    return out
+
+
+def as_good_as(
+    run: Mapping[str, Any], hpo_run: Mapping[str, Any] | None, judged: Mapping[str, float] | None = None
+) -> float | None:
     """Epochs ``run``'s tool had spent when it first held an answer whose fresh-seed median is at
-    most hpo's final answer's on the same seed: hpo's own epochs to its answer, else the first
-    checkpoint that good (``NEVER``: none within the budget; None: no hpo run of that seed)."""
+    most hpo's final answer's on the same seed (hpo's own run: its final answer's): the first
+    answer held that good, where every answer held up to it has been judged (``judged``: fresh-seed
+    medians by :func:`judged_key`, see ``--as-good``), else the first checkpoint that good
+    (``NEVER``: none within the budget; None: no hpo run of that seed)."""
     if hpo_run is None:
         return None
-    if run["tool"] == "hpo":
+    bar = hpo_run["answer_median"]
+    held = held_answers(run) if judged is not None else None
+    if held is not None:
+        for epochs, values in held:
+            median = judged.get(judged_key(run["question"], values, run["fresh_seeds"]))
+            if median is None:
+                break  # not judged: fall back on the checkpoints
+            if median <= bar:
+                return epochs
+        else:
+            return NEVER
+    if run["tool"] == "hpo" and held is None:
         return run["epochs_to_answer"]
-    good = [c["epochs"] for c in run["checkpoints"] if c["median"] <= hpo_run["answer_median"]]
+    good = [c["epochs"] for c in run["checkpoints"] if c["median"] <= bar]
     return good[0] if good else NEVER
+
+
+def judge_held(runs: list[dict[str, Any]], judged: dict[str, float], retrainers: Callable[[str], "Retrainer"], out: Path | None) -> None:
+    """Re-train, in order, the answers each run held until one is as good as hpo's on its seed,
+    adding their fresh-seed medians to ``judged`` (and to ``out``, JSON lines)."""
+    hpo_runs = {(r["question"], r["seed"]): r for r in runs if r["tool"] == "hpo"}
+    for r in runs:
+        hpo_run = hpo_runs.get((r["question"], r["seed"]))
+        held = held_answers(r)
+        if hpo_run is None or held is None:
+            continue
+        for _, values in held:
+            key = judged_key(r["question"], values, r["fresh_seeds"])
+            if key not in judged:
+                result = retrainers(r["question"]).judge(values, r["fresh_seeds"])
+                judged[key] = result["median"]
+                print(f"  [{r['question']} {r['tool']} seed {r['seed']}] held answer judged: {result['runs']}", flush=True)
+                if out is not None:
+                    with out.open("a") as f:
+                        f.write(json.dumps({"key": key, **result}) + "\n")
+            if judged[key] <= hpo_run["answer_median"]:
+                break
 
 
 def figure_points(runs: list[dict[str, Any]], qname: str) -> dict[str, list[tuple[float, float, float, float]]]:
@@ -807,6 +888,11 @@ def main() -> int:
         "--out", type=Path, default=None, help=f"JSON-lines file of finished runs (default {DEFAULT_OUT}; --quick: none)"
     )
     p.add_argument("--summary", action="store_true", help="only summarise --out")
+    p.add_argument(
+        "--as-good",
+        action="store_true",
+        help="re-train the answers each run held, in order, until one is as good as hpo's (exact 'epochs to an answer as good')",
+    )
     p.add_argument("--figure", type=Path, default=None, help="draw epochs spent against answer quality into this PNG")
     a = p.parse_args()
     qnames = ["quick"] if a.quick else [q.strip() for q in a.question.split(",") if q.strip()]
@@ -879,7 +965,24 @@ def main() -> int:
         and r["budget"] == questions[r["question"]].budget
         and r["train_size"] == questions[r["question"]].train_size
     ]
-    summary = summarise(runs)
+    judged: dict[str, float] = judged_from_runs(runs)
+    judged_file = out.with_name(out.stem + "_judged.jsonl") if out is not None else None
+    if judged_file is not None and judged_file.exists():
+        judged.update({(r := json.loads(line))["key"]: r["median"] for line in judged_file.read_text().splitlines() if line.strip()})
+    if a.as_good:
+        from hpo.data import prepare
+        from hpo.quiet import import_tensorflow
+
+        import_tensorflow()
+        retrainers: dict[str, Retrainer] = {}
+
+        def retrainer(qname: str) -> Retrainer:
+            if qname not in retrainers:
+                retrainers[qname] = Retrainer(questions[qname], prepare(hpo_config(questions[qname], 0).data))
+            return retrainers[qname]
+
+        judge_held(runs, judged, retrainer, judged_file)
+    summary = summarise(runs, judged)
     if a.figure is not None and runs:
         draw(runs, a.figure)
     if a.quick:

@@ -55,3 +55,69 @@ def test_epochs_to_an_answer_as_good_as_hpo_s(checkpoints, expected) -> None:
     assert bench_search.as_good_as(_run("random", 0, 9, checkpoints), hpo) == expected
     assert bench_search.as_good_as(hpo, hpo) == 192  # hpo: its own epochs to its answer
     assert bench_search.as_good_as(_run("random", 1, 3, checkpoints), None) is None  # no hpo run of that seed
+
+
+def _cfg(name: str) -> dict:
+    """A configuration of the dense space, one per name."""
+    return {
+        "layers": 1,
+        "units_l0": 32 + ord(name),
+        "activation": "relu",
+        "initializer": "he_normal",
+        "dropout": 0.0,
+        "batchnorm": False,
+        "learning_rate": 0.001,
+        "optimizer": "adam",
+        "batch_size": 64,
+    }
+
+
+def _peer(trials: list[tuple[str, list[float], int]], target: float = 0.85) -> dict:
+    """A peer's record: trials ``(name, val_accuracy per epoch, first epoch)`` in training order."""
+    return {
+        "question": "q",
+        "tool": "random",
+        "seed": 0,
+        "target": target,
+        "fresh_seeds": [10000],
+        "answer_median": 9,
+        "epochs_to_answer": 0,
+        "checkpoints": [{"epochs": 10, "median": 9}],
+        "trials": [{"params": _cfg(n), "curve": c, "first_epoch": f, "epochs": len(c)} for n, c, f in trials],
+    }
+
+
+def test_a_peer_s_held_answers_are_replayed_epoch_by_epoch() -> None:
+    run = _peer(
+        [
+            ("a", [0.70, 0.80], 0),  # best accuracy until a trial reaches the target
+            ("b", [0.60, 0.70, 0.86], 0),  # 0.86 at its third epoch: reached in 3 (epoch 5 of the run)
+            ("c", [0.84, 0.86], 0),  # reached in 2 (epoch 7)
+            ("d", [0.85, 0.90], 0),  # reached in 1 (epoch 8), the best from then on
+            ("e", [0.86], 1),  # a continued trial (Hyperband): reached at its epoch 2, not better than d
+        ]
+    )
+    assert bench_search.held_answers(run) == [(1.0, _cfg("a")), (5.0, _cfg("b")), (7.0, _cfg("c")), (8.0, _cfg("d"))]
+    # a tie in epochs goes to the higher val_accuracy then; an equal one keeps the earlier trial
+    tie = _peer([("a", [0.86], 0), ("b", [0.87], 0), ("c", [0.87], 0)])
+    assert bench_search.held_answers(tie) == [(1.0, _cfg("a")), (2.0, _cfg("b"))]
+
+
+def test_epochs_to_an_answer_as_good_from_every_answer_held() -> None:
+    run = _peer([("a", [0.70, 0.80], 0), ("b", [0.60, 0.70, 0.86], 0), ("c", [0.84, 0.86], 0)])
+    hpo = _run("hpo", 0, 3, [(250, 3)], to_answer=192)
+
+    def judged(**medians: float) -> dict[str, float]:
+        return {bench_search.judged_key("q", _cfg(n), [10000]): m for n, m in medians.items()}
+
+    assert bench_search.as_good_as(run, hpo, judged(a=11, b=3, c=2)) == 5  # b, held from epoch 5
+    assert bench_search.as_good_as(run, hpo, judged(a=11, b=4, c=3)) == 7
+    assert bench_search.as_good_as(run, hpo, judged(a=11, b=4, c=4)) == bench_search.NEVER
+    # an answer held before the first good one is not judged: the checkpoints decide
+    assert bench_search.as_good_as(run, hpo, judged(b=3)) == bench_search.NEVER  # checkpoint median 9
+    run["checkpoints"] = [{"epochs": 10, "median": 3}]
+    assert bench_search.as_good_as(run, hpo, judged(b=3)) == 10
+    # hpo's own run, by the same rule against its final answer
+    hpo_held = {**hpo, "question": "q", "fresh_seeds": [10000], "held": [[3, _cfg("a")], [40, _cfg("b")]]}
+    assert bench_search.as_good_as(hpo_held, hpo_held, judged(a=3, b=3)) == 3
+    assert bench_search.as_good_as(hpo_held, hpo_held, judged(a=4, b=3)) == 40
