@@ -54,6 +54,7 @@ import copy
 import dataclasses
 import gc
 import io
+import itertools
 import json
 import math
 import os
@@ -75,6 +76,7 @@ STUDY_FILE = REPO / "studies" / "fashion_dense.toml"
 DEFAULT_OUT = REPO / "docs" / "bench" / "search_peers.jsonl"
 TOOLS = ("hpo", "keras_tuner_hyperband", "optuna_integration", "random", "keras_tuner_bayes", "hpo_no_warm_start")
 DEFAULT_TOOLS = TOOLS[:4]
+PEERS = ("keras_tuner_hyperband", "optuna_integration", "random", "keras_tuner_bayes")  # what users pick instead
 MONITOR = "val_accuracy"
 FRESH_SEED_BASE = 10_000  # fresh seeds of the re-training: 10000, 10001, ... (never a search seed)
 
@@ -172,10 +174,8 @@ def keras_tuner_ask(hp: Any) -> Callable[[str, Any], Any]:
     return ask
 
 
-def build_model(values: Mapping[str, Any], input_shape: tuple[int, ...], n_classes: int) -> Any:
-    """The dense net of ``values``, compiled as a plain Keras user does (no XLA, one step per
-    execution: Keras' defaults on a CPU)."""
-    from hpo.models.dense import build_dense
+def dense_params(values: Mapping[str, Any]) -> Any:
+    """hpo's :class:`~hpo.space.Params` of a dense configuration."""
     from hpo.space import Params
 
     v = canonical(values)
@@ -186,8 +186,15 @@ def build_model(values: Mapping[str, Any], input_shape: tuple[int, ...], n_class
         "dropout": v["dropout"],
         "batchnorm": v["batchnorm"],
     }
-    params = Params("dense", arch, v["learning_rate"], v["optimizer"], v["batch_size"])
-    return compile_plain(build_dense(params, tuple(input_shape), n_classes), v)
+    return Params("dense", arch, v["learning_rate"], v["optimizer"], v["batch_size"])
+
+
+def build_model(values: Mapping[str, Any], input_shape: tuple[int, ...], n_classes: int) -> Any:
+    """The dense net of ``values``, compiled as a plain Keras user does (no XLA, one step per
+    execution: Keras' defaults on a CPU)."""
+    from hpo.models.dense import build_dense
+
+    return compile_plain(build_dense(dense_params(values), tuple(input_shape), n_classes), canonical(values))
 
 
 def compile_plain(model: Any, values: Mapping[str, Any], **options: Any) -> Any:
@@ -332,6 +339,61 @@ def hpo_config(question: Question, seed: int) -> Any:
     )
 
 
+def hpo_answer_at(
+    trials: list[Any], cumulative: list[float], confirm_seeds: int, epochs: float, confirmed: bool = False
+) -> dict[str, Any] | None:
+    """What hpo hands over after ``epochs`` (``cumulative``: epochs spent at each trial's end): its
+    confirmed answer, else (unless ``confirmed``) its best single trial."""
+    from hpo.answer import compute_answer
+
+    done = [t for t, c in zip(trials, cumulative, strict=True) if c <= epochs + 1e-9]
+    answer = compute_answer(done, confirm_seeds)
+    if answer is not None:
+        return canonical(answer["params"])
+    scored = [t for t in done if t.value is not None]
+    if confirmed or not scored:
+        return None
+    best = min(scored, key=lambda t: (t.value, t.number))
+    return canonical({**best.params, **best.user_attrs.get("fixed_params", {})})
+
+
+def answers_held(cumulative: list[float], answer_at: Callable[[float], Any]) -> list[list[Any]]:
+    """``[epochs spent, answer]`` at each trial's end where the answer held changed."""
+    held: list[list[Any]] = []
+    for c in cumulative:
+        now = answer_at(c)
+        if now is not None and (not held or held[-1][1] != now):
+            held.append([c, now])
+    return held
+
+
+def hpo_trials(run: Mapping[str, Any]) -> list[Any]:
+    """An hpo run's recorded trials as frozen trials, for :mod:`hpo.answer` (records without a
+    trial's value or parameter count get them from its epochs and :func:`hpo.models.count_params`)."""
+    import optuna
+    from optuna.trial import TrialState
+
+    from hpo.models import count_params
+
+    out = []
+    for t in run["trials"]:
+        value = t.get("value", t["epochs_to_target"] if t["epochs_to_target"] is not None else None)
+        if value is None and t["state"] == "COMPLETE":
+            value = run["max_epochs"] + 1  # not reached: behind every trial that did
+        n_params = t.get("n_params") or count_params(dense_params(t["params"]), (28, 28, 1), 10)
+        attrs = {k: t[k] for k in ("repeat_of", "stop_reason", "epochs", "epochs_to_target")}
+        frozen = optuna.trial.create_trial(
+            state=TrialState[t["state"]],
+            value=value if t["state"] == "COMPLETE" else None,
+            user_attrs={**attrs, "n_params": n_params, "fixed_params": t["params"]},
+        )
+        frozen.number = t["number"]
+        if t["state"] == "PRUNED":
+            frozen.value = value
+        out.append(frozen)
+    return out
+
+
 def run_hpo(question: Question, seed: int, split: Any, log: Callable[[str], None], warm_start: bool = True) -> dict[str, Any]:
     import hpo
     from hpo.answer import compute_answer
@@ -357,28 +419,13 @@ def run_hpo(question: Question, seed: int, split: Any, log: Callable[[str], None
                     f"{f', target at {ett:g}' if ett is not None else ''}; spent {spent:g}/{question.budget}"
                 )
         trials = [t for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number) if t.state.is_finished()]
-    cumulative, total = [], 0.0
-    for t in trials:
-        total += float(t.user_attrs.get("epochs") or 0)
-        cumulative.append(total)
+    cumulative = list(itertools.accumulate(float(t.user_attrs.get("epochs") or 0) for t in trials))
+    total = cumulative[-1] if cumulative else 0.0
 
     def answer_at(epochs: float, confirmed: bool = False) -> dict[str, Any] | None:
-        done = [t for t, c in zip(trials, cumulative, strict=True) if c <= epochs + 1e-9]
-        answer = compute_answer(done, cfg.study.confirm_seeds)
-        if answer is not None:
-            return canonical(answer["params"])
-        scored = [t for t in done if t.value is not None]  # no confirmed answer: the best single trial
-        if confirmed or not scored:
-            return None
-        best = min(scored, key=lambda t: (t.value, t.number))
-        return canonical({**best.params, **best.user_attrs.get("fixed_params", {})})
+        return hpo_answer_at(trials, cumulative, cfg.study.confirm_seeds, epochs, confirmed)
 
     final = answer_at(total)
-    held: list[list[Any]] = []  # [epochs spent, answer] at each change of the answer held
-    for c in cumulative:
-        now = answer_at(c)
-        if now is not None and (not held or held[-1][1] != now):
-            held.append([c, now])
     confirmed = compute_answer(trials, cfg.study.confirm_seeds) is not None
     # a confirmed answer is held once its runs are done, not when its first run was the best trial
     held = next((c for c in cumulative if answer_at(c, confirmed) == final), None) if final is not None else None
@@ -388,7 +435,7 @@ def run_hpo(question: Question, seed: int, split: Any, log: Callable[[str], None
         "answer": final,
         "answer_kind": "confirmed" if confirmed else "best_trial",
         "answer_at": answer_at,
-        "held": held,
+        "held": answers_held(cumulative, answer_at),
         "n_trials": len(trials),
         "trials": [
             {
@@ -398,6 +445,8 @@ def run_hpo(question: Question, seed: int, split: Any, log: Callable[[str], None
                 "stop_reason": t.user_attrs.get("stop_reason"),
                 "epochs": t.user_attrs.get("epochs"),
                 "epochs_to_target": t.user_attrs.get("epochs_to_target"),
+                "value": t.value,
+                "n_params": t.user_attrs.get("n_params"),
                 "params": {**t.params, **t.user_attrs.get("fixed_params", {})},
             }
             for t in trials
@@ -686,9 +735,33 @@ def _fmt(values: list[float | None]) -> str:
     return f"{m:g}" if len(values) == 1 else f"{m:g} ({min(vs):g}–{max(vs):g}{missing})"
 
 
+def _epochs_list(values: list[float | None]) -> str:
+    return ", ".join("-" if e is None else "never" if e == NEVER else f"{e:g}" for e in values)
+
+
+def _ratio(
+    measure: Callable[..., float | None], hpo_run: Mapping[str, Any], peer_runs: list[dict[str, Any]], judged: Any
+) -> tuple[dict[str, Any], str]:
+    """hpo's epochs over the cheapest peer's, both by ``measure`` (:func:`as_good_as` or
+    :func:`kept_as_good`); a peer never as good spent more than its epochs: then a bound."""
+    own = measure(hpo_run, hpo_run, judged)
+    reached = [(c, r) for r in peer_runs if (c := measure(r, hpo_run, judged)) not in (None, NEVER)]
+    if reached:
+        c, r = min(reached, key=lambda cr: cr[0])
+        return {"hpo": own, "peer": c, "peer_tool": r["tool"], "ratio": own / c if c else None}, (
+            f"{own:g} / {c:g} ({r['tool']})" + (f" = {own / c:.2f}" if c else "")
+        )
+    spent = min(r["epochs"] for r in peer_runs)
+    return {"hpo": own, "peer": None, "peer_tool": None, "ratio_below": own / spent}, (
+        f"{own:g} / more than {spent:g} (no peer as good) < {own / spent:.2f}"
+    )
+
+
 def summarise(runs: list[dict[str, Any]], judged: Mapping[str, float] | None = None) -> dict[str, Any]:
     """Per question and tool: medians over seeds (ranges) of the answer's fresh-seed median,
-    epochs, CPU-seconds and epochs to the final answer; printed as a table, returned as data."""
+    epochs, CPU-seconds and epochs to the final answer, and per seed the epochs to an answer as
+    good as hpo's (first held; held from then on); then per seed the ratios hpo / best peer.
+    Printed as tables, returned as data."""
     out: dict[str, Any] = {}
     for qname in dict.fromkeys(r["question"] for r in runs):
         qruns = [r for r in runs if r["question"] == qname]
@@ -699,29 +772,52 @@ def summarise(runs: list[dict[str, Any]], judged: Mapping[str, float] | None = N
         )
         print(
             f"{'tool':<24} {'seeds':>5}  {'answer (fresh seeds)':<22} {'epochs':<20} {'CPU-s':<22} "
-            f"{'epochs to answer':<20} epochs to an answer as good as hpo's, per seed"
+            f"{'epochs to answer':<20} epochs to an answer as good as hpo's per seed: first held | held from then on"
         )
         hpo_runs = {r["seed"]: r for r in qruns if r["tool"] == "hpo"}
         tools: dict[str, Any] = {}
         for tool in [t for t in TOOLS if any(r["tool"] == t for r in qruns)]:
             rs = [r for r in qruns if r["tool"] == tool]
             cols = {k: [r[k] for r in rs] for k in ("answer_median", "epochs", "cpu_s", "epochs_to_answer")}
-            as_good = [as_good_as(r, hpo_runs.get(r["seed"]), judged) for r in rs]
+            first = [as_good_as(r, hpo_runs.get(r["seed"]), judged) for r in rs]
+            kept = [kept_as_good(r, hpo_runs.get(r["seed"]), judged) for r in rs]
             print(
                 f"{tool:<24} {len(rs):>5}  {_fmt(cols['answer_median']):<22} {_fmt(cols['epochs']):<20} "
-                f"{_fmt(cols['cpu_s']):<22} {_fmt(cols['epochs_to_answer']):<20} "
-                f"{', '.join('-' if e is None else 'never' if e == NEVER else f'{e:g}' for e in as_good)}"
+                f"{_fmt(cols['cpu_s']):<22} {_fmt(cols['epochs_to_answer']):<20} {_epochs_list(first)} | {_epochs_list(kept)}"
             )
             tools[tool] = {
                 "answer_median": _med(cols["answer_median"]),
                 "epochs": _med(cols["epochs"]),
                 "cpu_s": _med(cols["cpu_s"]),
                 "epochs_to_answer": _med(cols["epochs_to_answer"]),
-                "epochs_to_as_good_as_hpo": as_good,
+                "epochs_to_as_good_as_hpo": first,
+                "epochs_from_which_as_good_as_hpo": kept,
                 "seeds": [r["seed"] for r in rs],
                 "answer_medians": cols["answer_median"],
             }
-        out[qname] = {"budget_epochs": q0["budget"], "tools": tools}
+        ratios = []
+        for seed, h in sorted(hpo_runs.items()):
+            peer_runs = [r for r in qruns if r["tool"] in PEERS and r["seed"] == seed]
+            if not peer_runs:
+                continue
+            best = min(peer_runs, key=lambda r: r["answer_median"])
+            first, first_text = _ratio(as_good_as, h, peer_runs, judged)
+            kept, kept_text = _ratio(kept_as_good, h, peer_runs, judged)
+            ratios.append(
+                {
+                    "seed": seed,
+                    "answer": h["answer_median"] / best["answer_median"],
+                    "best_answer_peer": best["tool"],
+                    "first_held": first,
+                    "kept": kept,
+                }
+            )
+            print(
+                f"seed {seed}: answer, hpo / best peer {h['answer_median']:g} / {best['answer_median']:g} ({best['tool']}) = "
+                f"{h['answer_median'] / best['answer_median']:.2f}; epochs to an answer as good, hpo / cheapest peer: "
+                f"first held {first_text}; held from then on {kept_text}"
+            )
+        out[qname] = {"budget_epochs": q0["budget"], "tools": tools, "ratios": ratios}
     return out
 
 
@@ -732,10 +828,17 @@ def held_answers(run: Mapping[str, Any]) -> list[tuple[float, dict[str, Any]]] |
     """Every answer a run's tool held, in order, with the epochs it had spent when it began to
     hold it (None: not recorded).  hpo records them; a peer's are replayed from the
     ``val_accuracy`` its trials logged, by :func:`peer_answer`'s rule, one epoch at a time."""
-    if "held" in run:
+    if isinstance(run.get("held"), list):
         return [(float(e), a) for e, a in run["held"]]
-    if run["tool"].startswith("hpo"):
-        return None
+    if run["tool"].startswith("hpo"):  # recorded before hpo runs kept them: from their trials
+        trials = hpo_trials(run)
+        cumulative = list(itertools.accumulate(float(t["epochs"] or 0) for t in run["trials"]))
+        confirm_seeds = 3  # the study file's
+
+        def answer_at(epochs: float) -> dict[str, Any] | None:
+            return hpo_answer_at(trials, cumulative, confirm_seeds, epochs)
+
+        return [(float(e), a) for e, a in answers_held(cumulative, answer_at)]
     target, spent, best_key, out = run["target"], 0, None, []
     for t in run["trials"]:  # in the order they trained; one trial's epochs are consecutive
         hit, top = None, -math.inf
@@ -793,26 +896,67 @@ def as_good_as(
     return good[0] if good else NEVER
 
 
-def judge_held(runs: list[dict[str, Any]], judged: dict[str, float], retrainers: Callable[[str], "Retrainer"], out: Path | None) -> None:
-    """Re-train, in order, the answers each run held until one is as good as hpo's on its seed,
-    adding their fresh-seed medians to ``judged`` (and to ``out``, JSON lines)."""
+def kept_as_good(
+    run: Mapping[str, Any], hpo_run: Mapping[str, Any] | None, judged: Mapping[str, float] | None = None
+) -> float | None:
+    """Epochs ``run``'s tool had spent from when every answer it held was as good as hpo's final
+    answer on the same seed (hpo's own run: as its own final answer): stopped at any point after
+    that, it hands over an answer that good.  From the judged answers held (walked back from the
+    last), else from the checkpoints (``NEVER``: its last answer is not that good; None: no hpo
+    run of that seed)."""
+    if hpo_run is None:
+        return None
+    bar = hpo_run["answer_median"]
+    held = held_answers(run) if judged is not None else None
+    if held is not None:
+        since = NEVER
+        for epochs, values in reversed(held):
+            median = judged.get(judged_key(run["question"], values, run["fresh_seeds"]))
+            if median is None:
+                break  # not judged: fall back on the checkpoints
+            if median > bar:
+                return since
+            since = epochs
+        else:
+            return since
+    if run["tool"] == "hpo" and held is None:
+        return run["epochs_to_answer"]
+    since = NEVER
+    for c in reversed(run["checkpoints"]):
+        if c["median"] > bar:
+            break
+        since = c["epochs"]
+    return since
+
+
+def judge_held(
+    runs: list[dict[str, Any]],
+    judged: dict[str, float],
+    retrainers: Callable[[str], Retrainer],
+    out: Path | None,
+    first: bool = False,
+) -> None:
+    """Re-train the answers each run held, from its last back, until one is not as good as hpo's
+    on its seed (for :func:`kept_as_good`); with ``first``, also from its first on until one is
+    (for :func:`as_good_as`).  Adds their fresh-seed medians to ``judged`` (and to ``out``)."""
     hpo_runs = {(r["question"], r["seed"]): r for r in runs if r["tool"] == "hpo"}
     for r in runs:
         hpo_run = hpo_runs.get((r["question"], r["seed"]))
         held = held_answers(r)
         if hpo_run is None or held is None:
             continue
-        for _, values in held:
-            key = judged_key(r["question"], values, r["fresh_seeds"])
-            if key not in judged:
-                result = retrainers(r["question"]).judge(values, r["fresh_seeds"])
-                judged[key] = result["median"]
-                print(f"  [{r['question']} {r['tool']} seed {r['seed']}] held answer judged: {result['runs']}", flush=True)
-                if out is not None:
-                    with out.open("a") as f:
-                        f.write(json.dumps({"key": key, **result}) + "\n")
-            if judged[key] <= hpo_run["answer_median"]:
-                break
+        for order, stop_when_good in [(held[::-1], False)] + ([(held, True)] if first else []):
+            for _, values in order:
+                key = judged_key(r["question"], values, r["fresh_seeds"])
+                if key not in judged:
+                    result = retrainers(r["question"]).judge(values, r["fresh_seeds"])
+                    judged[key] = result["median"]
+                    print(f"  [{r['question']} {r['tool']} seed {r['seed']}] held answer judged: {result['runs']}", flush=True)
+                    if out is not None:
+                        with out.open("a") as f:
+                            f.write(json.dumps({"key": key, **result}) + "\n")
+                if (judged[key] <= hpo_run["answer_median"]) == stop_when_good:
+                    break
 
 
 def figure_points(runs: list[dict[str, Any]], qname: str) -> dict[str, list[tuple[float, float, float, float]]]:
@@ -891,7 +1035,12 @@ def main() -> int:
     p.add_argument(
         "--as-good",
         action="store_true",
-        help="re-train the answers each run held, in order, until one is as good as hpo's (exact 'epochs to an answer as good')",
+        help="re-train the answers each run held, from the last back, for the exact epochs from which its answer stayed as good as hpo's",
+    )
+    p.add_argument(
+        "--first-held",
+        action="store_true",
+        help="with --as-good, also from the first on, for the exact epochs to the first answer as good as hpo's",
     )
     p.add_argument("--figure", type=Path, default=None, help="draw epochs spent against answer quality into this PNG")
     a = p.parse_args()
@@ -968,7 +1117,9 @@ def main() -> int:
     judged: dict[str, float] = judged_from_runs(runs)
     judged_file = out.with_name(out.stem + "_judged.jsonl") if out is not None else None
     if judged_file is not None and judged_file.exists():
-        judged.update({(r := json.loads(line))["key"]: r["median"] for line in judged_file.read_text().splitlines() if line.strip()})
+        judged.update(
+            {(r := json.loads(line))["key"]: r["median"] for line in judged_file.read_text().splitlines() if line.strip()}
+        )
     if a.as_good:
         from hpo.data import prepare
         from hpo.quiet import import_tensorflow
@@ -981,7 +1132,7 @@ def main() -> int:
                 retrainers[qname] = Retrainer(questions[qname], prepare(hpo_config(questions[qname], 0).data))
             return retrainers[qname]
 
-        judge_held(runs, judged, retrainer, judged_file)
+        judge_held(runs, judged, retrainer, judged_file, first=a.first_held)
     summary = summarise(runs, judged)
     if a.figure is not None and runs:
         draw(runs, a.figure)

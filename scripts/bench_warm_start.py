@@ -41,7 +41,9 @@ def study_enqueue() -> list[dict[str, Any]]:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--candidates", type=Path, default=None, help="JSON list of configurations (default: the study file's enqueue)")
+    p.add_argument(
+        "--candidates", type=Path, default=None, help="JSON list of configurations (default: the study file's enqueue)"
+    )
     p.add_argument("--question", default="quickstart,main", help=f"comma-separated, from {', '.join(bench_search.QUESTIONS)}")
     p.add_argument("--seeds", type=int, default=5, help="fresh seeds per configuration and question")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON-lines file of measured runs")
@@ -78,7 +80,12 @@ def main() -> int:
                     done[(qname, key, seed)] = epochs
                     a.out.parent.mkdir(parents=True, exist_ok=True)
                     with a.out.open("a") as f:
-                        f.write(json.dumps({"question": qname, "name": cand.get("name"), "params": params, "seed": seed, "epochs": epochs}) + "\n")
+                        f.write(
+                            json.dumps(
+                                {"question": qname, "name": cand.get("name"), "params": params, "seed": seed, "epochs": epochs}
+                            )
+                            + "\n"
+                        )
                 runs.append(done[(qname, key, seed)])
             rows.append((qname, cand.get("name", "?"), runs))
             print(

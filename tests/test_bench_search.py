@@ -121,3 +121,44 @@ def test_epochs_to_an_answer_as_good_from_every_answer_held() -> None:
     hpo_held = {**hpo, "question": "q", "fresh_seeds": [10000], "held": [[3, _cfg("a")], [40, _cfg("b")]]}
     assert bench_search.as_good_as(hpo_held, hpo_held, judged(a=3, b=3)) == 3
     assert bench_search.as_good_as(hpo_held, hpo_held, judged(a=4, b=3)) == 40
+
+
+def test_epochs_from_which_every_answer_held_was_as_good() -> None:
+    run = _peer([("a", [0.70, 0.80], 0), ("b", [0.60, 0.70, 0.86], 0), ("c", [0.84, 0.86], 0)])  # held from 1, 5, 7
+    hpo = _run("hpo", 0, 3, [(250, 3)], to_answer=192)
+
+    def judged(**medians: float) -> dict[str, float]:
+        return {bench_search.judged_key("q", _cfg(n), [10000]): m for n, m in medians.items()}
+
+    assert bench_search.kept_as_good(run, hpo, judged(a=11, b=3, c=2)) == 5
+    assert bench_search.kept_as_good(run, hpo, judged(a=3, b=4, c=3)) == 7  # a was good, b was not
+    assert bench_search.kept_as_good(run, hpo, judged(a=3, b=3, c=3)) == 1
+    assert bench_search.kept_as_good(run, hpo, judged(c=4)) == bench_search.NEVER  # the last answer is worse
+    # b not judged: the checkpoints decide (good from 10 on)
+    run["checkpoints"] = [{"epochs": 5, "median": 9}, {"epochs": 10, "median": 3}]
+    assert bench_search.kept_as_good(run, hpo, judged(c=3)) == 10
+
+
+def test_an_hpo_run_s_answers_held_are_rebuilt_from_its_trials() -> None:
+    a, b = _cfg("a"), _cfg("b")
+
+    def trial(number, params, state, epochs, reached, repeat_of=None):
+        return {
+            "number": number, "state": state, "repeat_of": repeat_of, "stop_reason": "target" if reached else "pruned",
+            "epochs": epochs, "epochs_to_target": epochs if reached else None, "params": params,
+        }  # fmt: skip
+
+    run = {
+        "tool": "hpo",
+        "max_epochs": 10,
+        "trials": [
+            trial(0, a, "COMPLETE", 4, True),  # the best single trial, from epoch 4
+            trial(1, b, "COMPLETE", 3, True),  # better, from epoch 7
+            trial(2, a, "COMPLETE", 4, True, repeat_of=0),
+            trial(3, a, "COMPLETE", 5, True, repeat_of=0),  # a confirmed (4, 4, 5) at epoch 16
+            trial(4, b, "COMPLETE", 3, True, repeat_of=1),
+            trial(5, b, "COMPLETE", 4, True, repeat_of=1),  # b confirmed (3, 3, 4) at epoch 23
+            trial(6, a, "PRUNED", 2, False),
+        ],
+    }
+    assert bench_search.held_answers(run) == [(4.0, a), (7.0, b), (16.0, a), (23.0, b)]
