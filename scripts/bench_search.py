@@ -30,7 +30,10 @@ What is measured per tool and seed:
 * cost: training epochs and CPU-seconds the tool spent (this process, all threads), and the
   epochs it had spent when it first held its final answer;
 * with ``--checkpoints``, the answer each tool held after a fraction of the budget, re-trained
-  the same way (the figure's lines).
+  the same way (the figure's lines);
+* with ``--as-good`` (and ``--first-held``), the epochs from which every answer a tool held was
+  as good as hpo's final answer on that seed (and when it first held one that good): the answers
+  it held are re-trained the same way, from its last back (and from its first on).
 
 Every tool is stopped once its epochs reach the budget: the peers in the middle of a trial (a
 Keras callback stops ``fit`` and the search loop), hpo after the trial (and the confirmation
@@ -44,6 +47,7 @@ skipped when the command runs again, so a long benchmark spans several sittings.
     python scripts/bench_search.py --question quickstart                     # 5 seeds, resumable
     python scripts/bench_search.py --question main                           # 3 seeds, hours
     python scripts/bench_search.py --summary --figure docs/bench_search.png  # table and figure
+    python scripts/bench_search.py --question quickstart --summary --as-good --first-held
 """
 
 from __future__ import annotations
