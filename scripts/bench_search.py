@@ -828,7 +828,7 @@ def summarise(runs: list[dict[str, Any]], judged: Mapping[str, float] | None = N
 NEVER = -1  # no answer as good within the budget
 
 
-def held_answers(run: Mapping[str, Any]) -> list[tuple[float, dict[str, Any]]] | None:
+def held_answers(run: dict[str, Any]) -> list[tuple[float, dict[str, Any]]] | None:
     """Every answer a run's tool held, in order, with the epochs it had spent when it began to
     hold it (None: not recorded).  hpo records them; a peer's are replayed from the
     ``val_accuracy`` its trials logged, by :func:`peer_answer`'s rule, one epoch at a time."""
@@ -842,7 +842,8 @@ def held_answers(run: Mapping[str, Any]) -> list[tuple[float, dict[str, Any]]] |
         def answer_at(epochs: float) -> dict[str, Any] | None:
             return hpo_answer_at(trials, cumulative, confirm_seeds, epochs)
 
-        return [(float(e), a) for e, a in answers_held(cumulative, answer_at)]
+        run["held"] = answers_held(cumulative, answer_at)  # rebuilt once per record, not per question asked
+        return [(float(e), a) for e, a in run["held"]]
     target, spent, best_key, out = run["target"], 0, None, []
     for t in run["trials"]:  # in the order they trained; one trial's epochs are consecutive
         hit, top = None, -math.inf

@@ -65,7 +65,6 @@ def main() -> int:
 
     import_tensorflow()
     seeds = [SEED_BASE + i for i in range(a.seeds)]
-    rows = []
     for qname in qnames:
         question = bench_search.QUESTIONS[qname]
         split = prepare(bench_search.hpo_config(question, 0).data)
@@ -87,7 +86,6 @@ def main() -> int:
                             + "\n"
                         )
                 runs.append(done[(qname, key, seed)])
-            rows.append((qname, cand.get("name", "?"), runs))
             print(
                 f"{qname:<11} {cand.get('name', '?'):<28} runs {runs}  median {statistics.median(runs):g}  "
                 f"mean {statistics.fmean(runs):.2f}",
