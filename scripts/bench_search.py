@@ -41,7 +41,8 @@ repeats) running then, so hpo may overshoot by up to ``confirm_seeds x max_epoch
 actually spent are what is reported.
 
 Each finished run (question, tool, seed, budget) is appended to ``--out`` as one JSON line and
-skipped when the command runs again, so a long benchmark spans several sittings.
+skipped when the command runs again, so a long benchmark spans several sittings; Ctrl-C or
+``kill`` (SIGTERM) stops it with exit 130, and the run it was in starts over next time.
 
     python scripts/bench_search.py --quick                                   # < 10 min, 1 seed
     python scripts/bench_search.py --question quickstart                     # 5 seeds, resumable
@@ -63,6 +64,7 @@ import json
 import math
 import os
 import resource
+import signal
 import statistics
 import sys
 import tempfile
@@ -1023,6 +1025,11 @@ def draw(runs: list[dict[str, Any]], path: Path) -> None:
     print(f"figure: {path}")
 
 
+def _terminated(signum: int, frame: Any) -> None:
+    """SIGTERM (``kill``) between or inside the peers' trials: stopped as Ctrl-C stops them."""
+    raise KeyboardInterrupt
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="question 'quick', 1 seed, default tools (< 10 minutes here)")
@@ -1082,6 +1089,8 @@ def main() -> int:
     if not a.summary:
         import optuna
 
+        signal.signal(signal.SIGTERM, _terminated)  # hpo.optimize sets its own while it runs, then puts this back
+
         from hpo.data import prepare
         from hpo.quiet import import_tensorflow
 
@@ -1103,7 +1112,17 @@ def main() -> int:
                         for r in done
                     ):
                         continue
-                    record = run_one(qname, question, tool, seed, split, retrain)
+                    try:
+                        record = run_one(qname, question, tool, seed, split, retrain)
+                    except KeyboardInterrupt:  # Ctrl-C or SIGTERM (hpo turns both into this)
+                        kept = f"the finished runs are in {out}" if out is not None else "nothing is kept (no --out)"
+                        print(
+                            f"bench_search: stopped during {qname} {tool} seed {seed}; {kept}, and this run starts "
+                            "over when the command runs again",
+                            file=sys.stderr,
+                            flush=True,
+                        )
+                        return 130
                     done.append(record)
                     if out is not None:
                         out.parent.mkdir(parents=True, exist_ok=True)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from types import SimpleNamespace
 
@@ -162,3 +163,37 @@ def test_an_hpo_run_s_answers_held_are_rebuilt_from_its_trials() -> None:
         ],
     }
     assert bench_search.held_answers(run) == [(4.0, a), (7.0, b), (16.0, a), (23.0, b)]
+
+
+def test_a_stopped_benchmark_says_so_in_one_line_and_keeps_the_finished_runs(tmp_path) -> None:
+    """SIGTERM (as ``kill`` sends it) while hpo searches: exit 130, one line naming the run that
+    starts over, and the file of finished runs exactly as it was."""
+    import signal
+    import subprocess
+
+    from tests.conftest import cli_env
+
+    out = tmp_path / "runs.jsonl"
+    earlier = {"question": "quick", "tool": "random", "seed": 7, "budget": 30, "train_size": 500, "answer_median": 4}
+    out.write_text(json.dumps(earlier) + "\n")
+    before = out.read_bytes()
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "scripts" / "bench_search.py"), "--question", "quick", "--tools", "hpo",
+         "--budget", "30", "--train-size", "500", "--fresh-seeds", "1", "--out", str(out)],
+        cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        for line in proc.stdout:  # the study has trials: hpo's signal handling is in place
+            if "hpo trial 0:" in line:
+                break
+        else:
+            pytest.fail(f"the benchmark ended before hpo's first trial: {proc.wait()} {proc.stderr.read()[-2000:]}")
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err[-2000:]
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("bench_search: stopped during quick hpo seed 0; the finished runs are in "), last
+    assert "Traceback" not in err, err[-2000:]
+    assert out.read_bytes() == before
