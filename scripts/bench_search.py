@@ -5,7 +5,7 @@ each tool's own API), the same data (hpo's loader: Debian's Fashion-MNIST files)
 of training epochs for every tool:
 
 * ``hpo``: the study file as it ships (TPE, successive halving inside the epoch cap,
-  confirmation over 3 seeds, warm start), run in this process through :func:`hpo.optimize`;
+  confirmation over 3 seeds, warm start), run in the run's process through :func:`hpo.optimize`;
 * ``keras_tuner_hyperband``: KerasTuner's ``Hyperband`` (objective ``val_accuracy``,
   ``max_epochs`` = the question's, ``factor = 3``);
 * ``keras_tuner_bayes``: KerasTuner's ``BayesianOptimization``, fixed epochs (not run unless
@@ -27,8 +27,8 @@ What is measured per tool and seed:
   histories, ties to the higher val_accuracy at that epoch, else the highest val_accuracy),
   re-trained by one plain Keras function for every tool with the same fresh seeds; its median
   epochs-to-target (not reached = max_epochs + 1) and range;
-* cost: training epochs and CPU-seconds the tool spent (this process, all threads), and the
-  epochs it had spent when it first held its final answer;
+* cost: training epochs and CPU-seconds the tool spent (the run's own process: all threads and
+  children), and the epochs it had spent when it first held its final answer;
 * with ``--checkpoints``, the answer each tool held after a fraction of the budget, re-trained
   the same way (the figure's lines);
 * with ``--as-good`` (and ``--first-held``), the epochs from which every answer a tool held was
@@ -41,7 +41,8 @@ repeats) running then, so hpo may overshoot by up to ``confirm_seeds x max_epoch
 actually spent are what is reported.
 
 Each finished run (question, tool, seed, budget) is appended to ``--out`` as one JSON line and
-skipped when the command runs again, so a long benchmark spans several sittings; Ctrl-C or
+skipped when the command runs again, so a long benchmark spans several sittings. Each run has a
+process of its own (what one run leaves behind never slows the next). Ctrl-C or
 ``kill`` (SIGTERM) stops it with exit 130, and the run it was in starts over next time.
 
     python scripts/bench_search.py --quick                                   # < 10 min, 1 seed
@@ -1025,6 +1026,50 @@ def draw(runs: list[dict[str, Any]], path: Path) -> None:
     print(f"figure: {path}")
 
 
+def run_here(qname: str, question: Question, tool: str, seed: int) -> dict[str, Any]:
+    """One run (tool, seed) in this process: the data, the judge, the search, the re-training."""
+    import optuna
+
+    from hpo.data import prepare
+    from hpo.quiet import import_tensorflow
+
+    import_tensorflow()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    split = prepare(hpo_config(question, 0).data)
+    print(
+        f"  [{qname} {tool} seed {seed}] {len(split.x_train)} train / {len(split.x_val)} validation images",
+        flush=True,
+    )
+    return run_one(qname, question, tool, seed, split, Retrainer(question, split))
+
+
+def run_isolated(qname: str, question: Question, tool: str, seed: int) -> dict[str, Any]:
+    """One run in a new process (this script with ``--one``): what a run leaves behind (Keras'
+    and TensorFlow's state, a heap grown by earlier searches, which slowed every later trial's
+    clean-up) never costs the next run CPU-seconds.  Ctrl-C or SIGTERM here stops the child
+    (SIGTERM, which hpo and this script handle as Ctrl-C) and raises KeyboardInterrupt."""
+    import subprocess
+
+    with tempfile.TemporaryDirectory(prefix="bench-search-run-") as tmp:
+        record_file = Path(tmp) / "run.jsonl"
+        argv = [
+            sys.executable, str(Path(__file__).resolve()), "--one", "--question", qname, "--tools", tool,
+            "--seeds", str(seed), "--budget", str(question.budget), "--train-size", str(question.train_size),
+            "--fresh-seeds", str(question.fresh_seeds), "--checkpoints", ",".join(map(str, question.checkpoints)),
+            "--out", str(record_file),
+        ]  # fmt: skip
+        proc = subprocess.Popen(argv)
+        try:
+            code = proc.wait()
+        except KeyboardInterrupt:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait()
+            raise
+        if code != 0 or not record_file.exists():
+            raise SystemExit(f"bench_search: the run of {tool} on {qname} seed {seed} failed (exit {code}, see above)")
+        return json.loads(record_file.read_text().splitlines()[-1])
+
+
 def _terminated(signum: int, frame: Any) -> None:
     """SIGTERM (``kill``) between or inside the peers' trials: stopped as Ctrl-C stops them."""
     raise KeyboardInterrupt
@@ -1044,6 +1089,7 @@ def main() -> int:
         "--out", type=Path, default=None, help=f"JSON-lines file of finished runs (default {DEFAULT_OUT}; --quick: none)"
     )
     p.add_argument("--summary", action="store_true", help="only summarise --out")
+    p.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # a run in its own process, see run_isolated
     p.add_argument(
         "--as-good",
         action="store_true",
@@ -1087,23 +1133,14 @@ def main() -> int:
     # KerasTuner's Hyperband restores a parent trial's checkpoint before the optimizer is built.
     warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
     if not a.summary:
-        import optuna
-
         signal.signal(signal.SIGTERM, _terminated)  # hpo.optimize sets its own while it runs, then puts this back
-
-        from hpo.data import prepare
-        from hpo.quiet import import_tensorflow
-
-        import_tensorflow()
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
         for qname, question in questions.items():
-            split = prepare(hpo_config(question, 0).data)
-            retrain = Retrainer(question, split)
-            print(
-                f"{qname}: {len(split.x_train)} train / {len(split.x_val)} validation images, {MONITOR} >= {question.target}, "
-                f"max_epochs {question.max_epochs}, budget {question.budget} epochs, seeds {list(question.seeds)}",
-                flush=True,
-            )
+            if not a.one:
+                print(
+                    f"{qname}: {MONITOR} >= {question.target}, max_epochs {question.max_epochs}, budget {question.budget} "
+                    f"epochs, seeds {list(question.seeds)}; each run in a process of its own",
+                    flush=True,
+                )
             for seed in question.seeds:  # every tool per seed: a partial run still compares like with like
                 for tool in tools:
                     if any(
@@ -1113,8 +1150,10 @@ def main() -> int:
                     ):
                         continue
                     try:
-                        record = run_one(qname, question, tool, seed, split, retrain)
+                        record = run_here(qname, question, tool, seed) if a.one else run_isolated(qname, question, tool, seed)
                     except KeyboardInterrupt:  # Ctrl-C or SIGTERM (hpo turns both into this)
+                        if a.one:
+                            return 130  # the parent says it
                         kept = f"the finished runs are in {out}" if out is not None else "nothing is kept (no --out)"
                         print(
                             f"bench_search: stopped during {qname} {tool} seed {seed}; {kept}, and this run starts "
@@ -1128,6 +1167,8 @@ def main() -> int:
                         out.parent.mkdir(parents=True, exist_ok=True)
                         with out.open("a") as f:
                             f.write(json.dumps(record) + "\n")
+        if a.one:
+            return 0
         print(f"wall time {time.perf_counter() - started:.0f} s", flush=True)
     runs = [
         r

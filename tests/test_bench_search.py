@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -167,7 +169,7 @@ def test_an_hpo_run_s_answers_held_are_rebuilt_from_its_trials() -> None:
 
 def test_a_stopped_benchmark_says_so_in_one_line_and_keeps_the_finished_runs(tmp_path) -> None:
     """SIGTERM (as ``kill`` sends it) while hpo searches: exit 130, one line naming the run that
-    starts over, and the file of finished runs exactly as it was."""
+    starts over, the file of finished runs exactly as it was, and no run's process left training."""
     import signal
     import subprocess
 
@@ -182,6 +184,7 @@ def test_a_stopped_benchmark_says_so_in_one_line_and_keeps_the_finished_runs(tmp
          "--budget", "30", "--train-size", "500", "--fresh-seeds", "1", "--out", str(out)],
         cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
+    left: dict[int, str] = {}
     try:
         for line in proc.stdout:  # the study has trials: hpo's signal handling is in place
             if "hpo trial 0:" in line:
@@ -189,11 +192,28 @@ def test_a_stopped_benchmark_says_so_in_one_line_and_keeps_the_finished_runs(tmp
         else:
             pytest.fail(f"the benchmark ended before hpo's first trial: {proc.wait()} {proc.stderr.read()[-2000:]}")
         proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=120)
+        proc.wait(timeout=120)
+        left = _processes_working_in(tmp_path)  # the run's own process (run_isolated) works there too
     finally:
         proc.kill()
+        for pid in left:
+            os.kill(pid, signal.SIGKILL)
+    err = proc.stderr.read()
+    assert not left, left
     assert proc.returncode == 130, err[-2000:]
     last = err.strip().splitlines()[-1]
     assert last.startswith("bench_search: stopped during quick hpo seed 0; the finished runs are in "), last
     assert "Traceback" not in err, err[-2000:]
     assert out.read_bytes() == before
+
+
+def _processes_working_in(folder: Path) -> dict[int, str]:
+    """Processes whose working folder is ``folder``: their command lines."""
+    found = {}
+    for proc_dir in Path("/proc").iterdir():
+        try:
+            if proc_dir.name.isdigit() and Path(proc_dir, "cwd").resolve() == folder.resolve():
+                found[int(proc_dir.name)] = Path(proc_dir, "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue  # gone, or not ours to read
+    return found
