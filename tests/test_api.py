@@ -113,7 +113,7 @@ INTERRUPTED_SCRIPT = """
 import sys, hpo
 cfg = hpo.load_config(sys.argv[1], ["objective.max_epochs=30", "objective.target=0.999", "study.recycle_after=5"])
 try:
-    hpo.optimize(cfg, storage=sys.argv[2], n_trials=3, artifacts=False, progress=False)
+    hpo.optimize(cfg, storage=sys.argv[2], n_trials=20, artifacts=False, progress=False)
 except KeyboardInterrupt:
     print("the caller caught KeyboardInterrupt")
 """
@@ -154,5 +154,7 @@ def test_ctrl_c_in_the_caller_stops_its_workers_as_the_command_does(tmp_path: Pa
     assert "stored as FAIL and re-queued" in stdout + stderr
     trials = optuna.load_study(study_name="tiny", storage=url).trials
     assert not [t for t in trials if t.state == TrialState.RUNNING]
-    assert trials[trial.number].state == TrialState.FAIL
-    assert [t.system_attrs.get("failed_trial") for t in trials if t.state == TrialState.WAITING] == [trial.number]
+    # the trial seen running, or (on a loaded machine) one after it: 20 trials outlast the signal
+    failed = [t.number for t in trials if t.state == TrialState.FAIL]
+    assert len(failed) == 1 and failed[0] >= trial.number, (failed, trial.number)
+    assert [t.system_attrs.get("failed_trial") for t in trials if t.state == TrialState.WAITING] == failed
