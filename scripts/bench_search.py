@@ -784,7 +784,7 @@ def summarise(runs: list[dict[str, Any]], judged: Mapping[str, float] | None = N
         hpo_runs = {r["seed"]: r for r in qruns if r["tool"] == "hpo"}
         tools: dict[str, Any] = {}
         for tool in [t for t in TOOLS if any(r["tool"] == t for r in qruns)]:
-            rs = [r for r in qruns if r["tool"] == tool]
+            rs = sorted((r for r in qruns if r["tool"] == tool), key=lambda r: r["seed"])  # per-seed lists in seed order
             cols = {k: [r[k] for r in rs] for k in ("answer_median", "epochs", "cpu_s", "epochs_to_answer")}
             first = [as_good_as(r, hpo_runs.get(r["seed"]), judged) for r in rs]
             kept = [kept_as_good(r, hpo_runs.get(r["seed"]), judged) for r in rs]
