@@ -111,7 +111,7 @@ def test_a_config_changed_with_dataclasses_replace_is_taken_as_given() -> None:
 
 INTERRUPTED_SCRIPT = """
 import sys, hpo
-cfg = hpo.load_config(sys.argv[1], ["objective.max_epochs=30", "objective.target=0.999", "study.recycle_after=5"])
+cfg = hpo.load_config(sys.argv[1], ["objective.max_epochs=300", "objective.target=0.999", "study.recycle_after=50"])
 try:
     hpo.optimize(cfg, storage=sys.argv[2], n_trials=20, artifacts=False, progress=False)
 except KeyboardInterrupt:
@@ -154,7 +154,8 @@ def test_ctrl_c_in_the_caller_stops_its_workers_as_the_command_does(tmp_path: Pa
     assert "stored as FAIL and re-queued" in stdout + stderr
     trials = optuna.load_study(study_name="tiny", storage=url).trials
     assert not [t for t in trials if t.state == TrialState.RUNNING]
-    # the trial seen running, or (on a loaded machine) one after it: 20 trials outlast the signal
+    # the trial seen running (300 epochs, tens of seconds), or on a loaded machine one after it:
+    # 20 trials outlast the signal, in one worker process that is not recycled before it lands
     failed = [t.number for t in trials if t.state == TrialState.FAIL]
     assert len(failed) == 1 and failed[0] >= trial.number, (failed, trial.number)
     assert [t.system_attrs.get("failed_trial") for t in trials if t.state == TrialState.WAITING] == failed
