@@ -88,7 +88,8 @@ def optimize(
             path = Path(tmp) / "study.json"  # what the worker processes read: the config as given
             path.write_text(json.dumps(dict(cfg.raw)), encoding="utf-8")
             spec = dataclasses.replace(spec, study_file=str(path))
-            code, name = run_workers(cfg, url, spec, workers, quiet_start=workers == 1)
+            with handling_signals():  # as the command: also when the caller inherited SIGINT as ignored
+                code, name = run_workers(cfg, url, spec, workers, quiet_start=workers == 1)
     if code in (EXIT_INTERRUPTED, EXIT_TERMINATED):
         raise KeyboardInterrupt
     if code == EXIT_FAILURES:
