@@ -119,11 +119,17 @@ except KeyboardInterrupt:
 """
 
 
-def test_ctrl_c_in_the_caller_stops_its_workers_as_the_command_does(tmp_path: Path) -> None:
+@pytest.mark.parametrize("inherited", ["default", "ignored"])
+def test_ctrl_c_in_the_caller_stops_its_workers_as_the_command_does(tmp_path: Path, inherited: str) -> None:
     """SIGINT to the calling process only (a notebook's interrupt): its worker is stopped the
     same way, the running trial is stored as FAIL and re-queued, and the caller gets
-    KeyboardInterrupt and goes on."""
+    KeyboardInterrupt and goes on -- also when the caller inherited SIGINT as ignored (started in
+    the background by a shell), as the command does."""
     import signal
+
+    def start() -> None:
+        if inherited == "ignored":
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     from tests.conftest import STUDIES, cli_env, wait_for
 
@@ -134,6 +140,7 @@ def test_ctrl_c_in_the_caller_stops_its_workers_as_the_command_does(tmp_path: Pa
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=start,
     )
 
     def running_with_a_report():
