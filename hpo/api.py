@@ -79,16 +79,17 @@ def optimize(
         artifact_dir=None if artifact_dir is None else str(Path(artifact_dir).absolute()),
         progress=progress,
     )
-    if workers == 1 and not cfg.study.recycle_after:
-        with handling_signals() as signals:
+    # SIGINT and SIGTERM handled as the command handles them, in this process or its workers'
+    # parent, also when the caller inherited SIGINT as ignored (a shell's background job)
+    with handling_signals() as signals:
+        if workers == 1 and not cfg.study.recycle_after:
             result = run_worker(cfg, url, spec, signals)
-        code, name = result.code, result.study_name
-    else:
-        with tempfile.TemporaryDirectory(prefix="hpo-study-") as tmp:
-            path = Path(tmp) / "study.json"  # what the worker processes read: the config as given
-            path.write_text(json.dumps(dict(cfg.raw)), encoding="utf-8")
-            spec = dataclasses.replace(spec, study_file=str(path))
-            with handling_signals():  # as the command: also when the caller inherited SIGINT as ignored
+            code, name = result.code, result.study_name
+        else:
+            with tempfile.TemporaryDirectory(prefix="hpo-study-") as tmp:
+                path = Path(tmp) / "study.json"  # what the worker processes read: the config as given
+                path.write_text(json.dumps(dict(cfg.raw)), encoding="utf-8")
+                spec = dataclasses.replace(spec, study_file=str(path))
                 code, name = run_workers(cfg, url, spec, workers, quiet_start=workers == 1)
     if code in (EXIT_INTERRUPTED, EXIT_TERMINATED):
         raise KeyboardInterrupt

@@ -227,10 +227,10 @@ def test_the_summary_lists_each_tool_s_seeds_in_order_whatever_order_the_runs_we
         return {**_run(tool, seed, median, [(250, median)], to_answer), **common, "epochs": 250, "cpu_s": 100.0 + seed}
 
     runs = [run("hpo", 2, 4, 50), run("random", 0, 6, 245), run("hpo", 0, 3, 80), run("random", 2, 3, 45), run("hpo", 1, 2, 9)]
-    hpo = bench_search.summarise(runs)["q"]["tools"]["hpo"]
+    tools = bench_search.summarise(runs)["q"]["tools"]
+    hpo, random = tools["hpo"], tools["random"]
     assert hpo["seeds"] == [0, 1, 2]
     assert hpo["answer_medians"] == [3, 2, 4]
     assert hpo["epochs_to_as_good_as_hpo"] == [80, 9, 50]  # each against its own seed's answer
-    random = bench_search.summarise(runs)["q"]["tools"]["random"]
     assert (random["seeds"], random["epochs_to_as_good_as_hpo"]) == ([0, 2], [bench_search.NEVER, 250])
     assert "80, 9, 50 |" in capsys.readouterr().out
