@@ -764,10 +764,21 @@ def _ratio(
     )
 
 
+def _matched(hpo_run: Mapping[str, Any], peer_run: Mapping[str, Any], judged: Any) -> dict[str, Any]:
+    """The other way round: the epochs from which every answer hpo held was as good as the peer's
+    final answer (:func:`kept_as_good` with the peer's answer as the bar), against the epochs the
+    peer had spent when it first held that answer."""
+    own = kept_as_good(hpo_run, peer_run, judged)
+    spent = peer_run["epochs_to_answer"]
+    good = own not in (None, NEVER) and spent
+    return {"hpo": own, "peer": spent, "ratio": own / spent if good else None}
+
+
 def summarise(runs: list[dict[str, Any]], judged: Mapping[str, float] | None = None) -> dict[str, Any]:
     """Per question and tool: medians over seeds (ranges) of the answer's fresh-seed median,
     epochs, CPU-seconds and epochs to the final answer, and per seed the epochs to an answer as
-    good as hpo's (first held; held from then on); then per seed the ratios hpo / best peer.
+    good as hpo's (first held; held from then on); then per seed the ratios hpo / best peer, and
+    the other way round the epochs hpo took to hold an answer as good as each peer's final one.
     Printed as tables, returned as data."""
     out: dict[str, Any] = {}
     for qname in dict.fromkeys(r["question"] for r in runs):
@@ -810,6 +821,7 @@ def summarise(runs: list[dict[str, Any]], judged: Mapping[str, float] | None = N
             best = min(peer_runs, key=lambda r: r["answer_median"])
             first, first_text = _ratio(as_good_as, h, peer_runs, judged)
             kept, kept_text = _ratio(kept_as_good, h, peer_runs, judged)
+            matched = {p["tool"]: _matched(h, p, judged) for p in peer_runs}
             ratios.append(
                 {
                     "seed": seed,
@@ -817,12 +829,22 @@ def summarise(runs: list[dict[str, Any]], judged: Mapping[str, float] | None = N
                     "best_answer_peer": best["tool"],
                     "first_held": first,
                     "kept": kept,
+                    "as_good_as_peer": matched,
                 }
             )
             print(
                 f"seed {seed}: answer, hpo / best peer {h['answer_median']:g} / {best['answer_median']:g} ({best['tool']}) = "
                 f"{h['answer_median'] / best['answer_median']:.2f}; epochs to an answer as good, hpo / cheapest peer: "
                 f"first held {first_text}; held from then on {kept_text}"
+            )
+            print(
+                "  the other way round, epochs to an answer as good as the peer's final one, hpo held from then on / "
+                "the peer first held it: "
+                + "; ".join(
+                    f"{tool} {_epochs_list([m['hpo']])} / {m['peer']:g}"
+                    + (f" = {m['ratio']:.2f}" if m["ratio"] is not None else "")
+                    for tool, m in matched.items()
+                )
             )
         out[qname] = {"budget_epochs": q0["budget"], "tools": tools, "ratios": ratios}
     return out

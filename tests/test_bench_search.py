@@ -234,3 +234,36 @@ def test_the_summary_lists_each_tool_s_seeds_in_order_whatever_order_the_runs_we
     assert hpo["epochs_to_as_good_as_hpo"] == [80, 9, 50]  # each against its own seed's answer
     assert (random["seeds"], random["epochs_to_as_good_as_hpo"]) == ([0, 2], [bench_search.NEVER, 250])
     assert "80, 9, 50 |" in capsys.readouterr().out
+
+
+def test_the_summary_also_counts_the_epochs_hpo_took_to_hold_an_answer_as_good_as_each_peer_s(capsys) -> None:
+    """When hpo's final answer beats every peer's, "as good as hpo's" says only "never"; the other
+    way round counts from when every answer hpo held was as good as the peer's final one."""
+    common = {"question": "q", "target": 0.85, "train_size": 12000, "max_epochs": 10, "budget": 300, "fresh_seeds": [10000]}
+    hpo = {
+        **_run("hpo", 2, 2, [(150, 3), (300, 2)], to_answer=226),
+        **common,
+        "epochs": 300,
+        "cpu_s": 1.0,
+        "held": [[3, _cfg("a")], [117, _cfg("b")], [226, _cfg("c")]],
+    }
+    slow = {**_run("random", 2, 7, [(150, 8), (300, 7)], to_answer=66), **common, "epochs": 300, "cpu_s": 1.0, "trials": []}
+    close = {
+        **_run("optuna_integration", 2, 3, [(150, 4), (300, 3)], to_answer=277),
+        **common,
+        "epochs": 300,
+        "cpu_s": 1.0,
+        "trials": [],
+    }
+    judged = {bench_search.judged_key("q", _cfg(n), [10000]): m for n, m in {"a": 4, "b": 3, "c": 2}.items()}
+    ratio = bench_search.summarise([hpo, slow, close], judged)["q"]["ratios"][0]
+    assert ratio["kept"] == {"hpo": 226, "peer": None, "peer_tool": None, "ratio_below": 226 / 300}
+    # a (4) is already as good as random's 7; only b (3) on is as good as optuna-integration's 3
+    assert ratio["as_good_as_peer"]["random"] == {"hpo": 3, "peer": 66, "ratio": 3 / 66}
+    assert ratio["as_good_as_peer"]["optuna_integration"] == {"hpo": 117, "peer": 277, "ratio": 117 / 277}
+    assert "random 3 / 66 = 0.05" in capsys.readouterr().out
+    # a peer whose final answer hpo never matched
+    better = {**close, "tool": "keras_tuner_hyperband", "answer_median": 1}
+    ratio = bench_search.summarise([hpo, better], judged)["q"]["ratios"][0]
+    assert ratio["as_good_as_peer"]["keras_tuner_hyperband"] == {"hpo": bench_search.NEVER, "peer": 277, "ratio": None}
+    assert "keras_tuner_hyperband never / 277" in capsys.readouterr().out
