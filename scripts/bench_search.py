@@ -784,9 +784,13 @@ def summarise(runs: list[dict[str, Any]], judged: Mapping[str, float] | None = N
     for qname in dict.fromkeys(r["question"] for r in runs):
         qruns = [r for r in runs if r["question"] == qname]
         q0 = qruns[0]
+        budgets = {r["tool"] in PEERS: r["budget"] for r in qruns}  # --peer-budget: the peers' differs
+        budget = (
+            f"{q0['budget']} epochs" if len(set(budgets.values())) == 1 else f"{budgets[False]} epochs, the peers {budgets[True]}"
+        )
         print(
             f"\n{qname}: target {q0['target']} {MONITOR}, train_size {q0['train_size'] or 'all'}, "
-            f"max_epochs {q0['max_epochs']}, budget {q0['budget']} epochs; median over seeds (range)"
+            f"max_epochs {q0['max_epochs']}, budget {budget}; median over seeds (range)"
         )
         print(
             f"{'tool':<24} {'seeds':>5}  {'answer (fresh seeds)':<22} {'epochs':<20} {'CPU-s':<22} "
@@ -1104,6 +1108,12 @@ def main() -> int:
     p.add_argument("--tools", default=",".join(DEFAULT_TOOLS), help=f"comma-separated, from {', '.join(TOOLS)}")
     p.add_argument("--seeds", default=None, help="comma-separated search seeds (default: the question's)")
     p.add_argument("--budget", type=int, default=None, help="training epochs per tool and seed (default: the question's)")
+    p.add_argument(
+        "--peer-budget",
+        type=int,
+        default=None,
+        help="training epochs per peer and seed (default: --budget); hpo keeps --budget, e.g. to see what three times hpo's budget buys a peer",
+    )
     p.add_argument("--train-size", type=int, default=None, help="training images (default: the question's; for smoke runs)")
     p.add_argument("--fresh-seeds", type=int, default=None, help="re-training runs of each answer")
     p.add_argument("--checkpoints", default=None, help="fractions of the budget whose answers are re-trained, e.g. 0.5,1")
@@ -1148,6 +1158,12 @@ def main() -> int:
             changes["checkpoints"] = tuple(float(c) for c in a.checkpoints.split(","))
         questions[q] = dataclasses.replace(QUESTIONS[q], **changes)
 
+    def asked(qname: str, tool: str) -> Question:
+        """The question as ``tool`` is asked it: a peer with --peer-budget's budget."""
+        if a.peer_budget is not None and tool in PEERS:
+            return dataclasses.replace(questions[qname], budget=a.peer_budget)
+        return questions[qname]
+
     done: list[dict[str, Any]] = []
     if out is not None and out.exists():
         done = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
@@ -1165,14 +1181,19 @@ def main() -> int:
                 )
             for seed in question.seeds:  # every tool per seed: a partial run still compares like with like
                 for tool in tools:
+                    tool_question = asked(qname, tool)
                     if any(
                         (r["question"], r["tool"], r["seed"], r["budget"], r["train_size"])
-                        == (qname, tool, seed, question.budget, question.train_size)
+                        == (qname, tool, seed, tool_question.budget, tool_question.train_size)
                         for r in done
                     ):
                         continue
                     try:
-                        record = run_here(qname, question, tool, seed) if a.one else run_isolated(qname, question, tool, seed)
+                        record = (
+                            run_here(qname, tool_question, tool, seed)
+                            if a.one
+                            else run_isolated(qname, tool_question, tool, seed)
+                        )
                     except KeyboardInterrupt:  # Ctrl-C or SIGTERM (hpo turns both into this)
                         if a.one:
                             return 130  # the parent says it
@@ -1198,7 +1219,7 @@ def main() -> int:
         if r["question"] in questions
         and r["tool"] in tools
         and r["seed"] in questions[r["question"]].seeds
-        and r["budget"] == questions[r["question"]].budget
+        and r["budget"] == asked(r["question"], r["tool"]).budget
         and r["train_size"] == questions[r["question"]].train_size
     ]
     judged: dict[str, float] = judged_from_runs(runs)

@@ -267,3 +267,38 @@ def test_the_summary_also_counts_the_epochs_hpo_took_to_hold_an_answer_as_good_a
     ratio = bench_search.summarise([hpo, better], judged)["q"]["ratios"][0]
     assert ratio["as_good_as_peer"]["keras_tuner_hyperband"] == {"hpo": bench_search.NEVER, "peer": 277, "ratio": None}
     assert "keras_tuner_hyperband never / 277" in capsys.readouterr().out
+
+
+def test_peer_budget_compares_hpo_at_its_budget_with_the_peers_at_theirs(tmp_path) -> None:
+    """``--peer-budget``: the summary takes hpo's runs at --budget and the peers' at --peer-budget
+    (not the peers' runs at hpo's budget) and says both budgets."""
+    import subprocess
+
+    from tests.conftest import cli_env
+
+    def record(tool: str, budget: int, median: int, to_answer: int) -> dict:
+        common = {"question": "quick", "seed": 0, "train_size": 3000, "target": 0.8, "max_epochs": 5, "fresh_seeds": [10000]}
+        answer = _cfg(tool[0])
+        return {
+            **_run(tool, 0, median, [], to_answer),
+            **common,
+            "budget": budget,
+            "epochs": budget,
+            "cpu_s": 1.0,
+            "answer": answer,
+            "checkpoints": [{"epochs": budget, "median": median, "answer": answer}],
+            "held": [[to_answer, answer]],
+            "trials": [],
+        }
+
+    out = tmp_path / "runs.jsonl"
+    runs = [record("hpo", 40, 3, 8), record("random", 40, 5, 30), record("random", 120, 4, 100), record("hpo", 120, 2, 90)]
+    out.write_text("".join(json.dumps(r) + "\n" for r in runs))
+    argv = [sys.executable, str(REPO / "scripts" / "bench_search.py"), "--question", "quick", "--tools", "hpo,random"]
+    argv += ["--budget", "40", "--summary", "--out", str(out)]
+    for extra, random_epochs, hpo_median in [([], 40, 3), (["--peer-budget", "120"], 120, 3)]:
+        proc = subprocess.run(argv + extra, env=cli_env(), capture_output=True, text=True, timeout=120, check=True)
+        tools = json.loads(proc.stdout.splitlines()[-1])["questions"]["quick"]["tools"]
+        assert (tools["hpo"]["epochs"], tools["hpo"]["answer_median"]) == (40, hpo_median)
+        assert tools["random"]["epochs"] == random_epochs
+    assert "budget 40 epochs, the peers 120;" in proc.stdout
