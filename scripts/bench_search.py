@@ -785,9 +785,8 @@ def summarise(runs: list[dict[str, Any]], judged: Mapping[str, float] | None = N
         qruns = [r for r in runs if r["question"] == qname]
         q0 = qruns[0]
         budgets = {r["tool"] in PEERS: r["budget"] for r in qruns}  # --peer-budget: the peers' differs
-        budget = (
-            f"{q0['budget']} epochs" if len(set(budgets.values())) == 1 else f"{budgets[False]} epochs, the peers {budgets[True]}"
-        )
+        own_budget = budgets.get(False, q0["budget"])  # hpo's, whichever run was stored first
+        budget = f"{own_budget} epochs" if len(set(budgets.values())) == 1 else f"{own_budget} epochs, the peers {budgets[True]}"
         print(
             f"\n{qname}: target {q0['target']} {MONITOR}, train_size {q0['train_size'] or 'all'}, "
             f"max_epochs {q0['max_epochs']}, budget {budget}; median over seeds (range)"
@@ -850,7 +849,7 @@ def summarise(runs: list[dict[str, Any]], judged: Mapping[str, float] | None = N
                     for tool, m in matched.items()
                 )
             )
-        out[qname] = {"budget_epochs": q0["budget"], "tools": tools, "ratios": ratios}
+        out[qname] = {"budget_epochs": own_budget, "tools": tools, "ratios": ratios}
     return out
 
 
